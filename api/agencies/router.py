@@ -1,0 +1,64 @@
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Query
+from sqlmodel import select
+
+from api.agencies import service
+from api.agencies.models import Agency
+from api.agencies.schemas import AgencyCreate, AgencyCreated, AgencyOut
+from api.audit import service as audit
+from api.auth.principal import CurrentPrincipal, Principal, require_roles
+from api.deps import PolicyDep, SessionDep
+from api.idempotency.service import IdempotencyDep
+from api.pagination import Page, PageDep, page_of
+from api.problems import not_found
+
+router = APIRouter(prefix="/v1/agencies", tags=["agencies"])
+
+
+def _out(a: Agency) -> AgencyOut:
+    return AgencyOut(id=a.id, name=a.name, kind=a.kind, area=a.area)
+
+
+@router.post("", status_code=201, response_model=AgencyCreated,
+             summary="Register an agency (admin); its client secret is returned once")
+def create_agency(
+    body: AgencyCreate,
+    session: SessionDep,
+    policy: PolicyDep,
+    idem: IdempotencyDep,
+    principal: Annotated[Principal, Depends(require_roles("admin"))],
+):
+    if replay := idem.replay():
+        return replay
+    agency, secret = service.register(session, policy, body)
+    audit.record(session, actor=principal.sub, actor_agency=principal.agency_id,
+                 action="agency.register", outcome="registered", recipient=agency.id)
+    return idem.commit(201, AgencyCreated(**_out(agency).model_dump(), client_secret=secret))
+
+
+@router.get("", response_model=Page[AgencyOut], summary="Registered agencies")
+def list_agencies(
+    session: SessionDep,
+    _: CurrentPrincipal,
+    page: PageDep,
+    area: Annotated[str | None, Query(max_length=9)] = None,
+    kind: Annotated[str | None, Query(max_length=40)] = None,
+):
+    q = select(Agency).order_by(Agency.id)
+    if area:
+        q = q.where(Agency.area == area)
+    if kind:
+        q = q.where(Agency.kind == kind)
+    if page.after is not None:
+        q = q.where(Agency.id > page.after)
+    rows = session.exec(q.limit(page.limit + 1)).all()
+    return page_of(rows, page, key=lambda a: a.id, to_item=_out)
+
+
+@router.get("/{agency_id}", response_model=AgencyOut, summary="One registered agency")
+def get_agency(agency_id: str, session: SessionDep, _: CurrentPrincipal):
+    agency = session.get(Agency, agency_id)
+    if agency is None:
+        raise not_found("agency")
+    return _out(agency)

@@ -1,0 +1,26 @@
+from pydantic import BaseModel, ConfigDict, Field
+
+from api.policy.schema import AgencyKind
+
+AREA_PATTERN = r"^E(06|08|09|10)\d{6}$"
+
+
+class AgencyCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    id: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{1,63}$",
+                    description="The agency's own code, e.g. an ODS code such as P81001")
+    name: str = Field(min_length=1, max_length=200)
+    kind: AgencyKind
+    area: str = Field(pattern=AREA_PATTERN, description="ONS code of the local authority area")
+
+
+class AgencyOut(BaseModel):
+    id: str
+    name: str
+    kind: str
+    area: str
+
+
+class AgencyCreated(AgencyOut):
+    client_secret: str = Field(description="Shown once; only its hash is stored")

@@ -1,0 +1,86 @@
+"""Appending to the sharing log, in the same transaction as the action it records.
+
+Each event's `hash` is SHA-256 over its canonical form (see `canonical`) including
+`prev_hash`, so any edit, deletion or reordering breaks the chain. Appends are serialised:
+an advisory lock on PostgreSQL, BEGIN IMMEDIATE on SQLite (see api.db).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from datetime import datetime, timezone
+from typing import Any
+
+from sqlalchemy import text
+from sqlmodel import Session, select
+
+from api.audit.models import AuditEvent
+from api.db import utcnow
+
+GENESIS_HASH = "0" * 64
+_CHAIN_LOCK_ID = 0x666C6167  # "flag"
+HASHED_FIELDS = (
+    "seq", "at", "actor", "actor_agency", "action", "child_id", "flag_id", "recipient",
+    "purpose", "reason", "lawful_basis", "policy_rule", "policy_version", "outcome", "prev_hash",
+)
+
+
+def format_time(value: datetime) -> str:
+    """Fixed form for hashing and export: UTC, microseconds, trailing Z."""
+    return value.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def canonical(event: dict[str, Any]) -> bytes:
+    """Sorted keys, no whitespace, UTF-8, times via `format_time`, nulls kept."""
+    body = {k: event.get(k) for k in HASHED_FIELDS}
+    if isinstance(body["at"], datetime):
+        body["at"] = format_time(body["at"])
+    return json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+def event_hash(event: dict[str, Any]) -> str:
+    return hashlib.sha256(canonical(event)).hexdigest()
+
+
+def record(
+    session: Session,
+    *,
+    actor: str,
+    action: str,
+    outcome: str,
+    actor_agency: str | None = None,
+    child_id: str | None = None,
+    flag_id: str | None = None,
+    recipient: str | None = None,
+    purpose: str | None = None,
+    reason: str | None = None,
+    lawful_basis: str | None = None,
+    policy_rule: str | None = None,
+    policy_version: str | None = None,
+) -> AuditEvent:
+    """Add one chained event to the session's transaction (the caller commits)."""
+    if session.get_bind().dialect.name == "postgresql":
+        session.exec(text("SELECT pg_advisory_xact_lock(:k)").bindparams(k=_CHAIN_LOCK_ID))
+    head = session.exec(select(AuditEvent).order_by(AuditEvent.seq.desc()).limit(1)).first()
+    fields = dict(
+        seq=(head.seq + 1) if head else 1,
+        at=utcnow(),
+        actor=actor,
+        actor_agency=actor_agency,
+        action=action,
+        child_id=child_id,
+        flag_id=flag_id,
+        recipient=recipient,
+        purpose=purpose,
+        reason=reason[:2000] if reason else reason,
+        lawful_basis=lawful_basis,
+        policy_rule=policy_rule,
+        policy_version=policy_version,
+        outcome=outcome,
+        prev_hash=head.hash if head else GENESIS_HASH,
+    )
+    event = AuditEvent(**fields, hash=event_hash(fields))
+    session.add(event)
+    session.flush()
+    return event

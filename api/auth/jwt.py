@@ -1,0 +1,87 @@
+"""Every use of the JWT library is here, so it can be swapped in one place.
+
+python-jose is barely maintained, so this module narrows it: RS256 only, the key picked by
+`kid` from the issuer's own key set, and `aud`, `iss`, `exp`, `sub` required to be present as
+well as valid (python-jose accepts a token with no `aud` even when an audience is given).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
+from jose import jwk, jwt
+from jose.exceptions import JOSEError
+
+ALGORITHM = "RS256"
+REQUIRED_CLAIMS = ("aud", "iss", "exp", "sub")
+
+
+class TokenInvalid(Exception):
+    """The token is not acceptable; the message says why (safe to log, not to return)."""
+
+
+def new_rsa_key() -> tuple[str, dict[str, Any]]:
+    """A fresh 2048-bit RSA key: PKCS#8 PEM for signing, and its public JWK (without kid)."""
+    private = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    pem = private.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    ).decode()
+    public_pem = private.public_key().public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+    public = jwk.construct(public_pem, ALGORITHM).to_dict()
+    return pem, {"kty": "RSA", "n": public["n"], "e": public["e"], "alg": ALGORITHM, "use": "sig"}
+
+
+def sign(claims: dict[str, Any], private_pem: str, kid: str) -> str:
+    return jwt.encode(claims, private_pem, algorithm=ALGORITHM, headers={"kid": kid})
+
+
+def peek(token: str) -> tuple[str, str | None]:
+    """`iss` and `kid` before verification, only to choose which key set to verify with."""
+    try:
+        claims = jwt.get_unverified_claims(token)
+        kid = jwt.get_unverified_header(token).get("kid")
+    except JOSEError as exc:
+        raise TokenInvalid(f"malformed token: {exc}") from exc
+    iss = claims.get("iss")
+    if not isinstance(iss, str):
+        raise TokenInvalid("token has no iss claim")
+    return iss, kid if isinstance(kid, str) else None
+
+
+def verify(token: str, keys: dict[str, dict[str, Any]], *, issuer: str, audience: str) -> dict:
+    """Verify signature and claims against one issuer's keys (kid -> public JWK)."""
+    try:
+        header = jwt.get_unverified_header(token)
+    except JOSEError as exc:
+        raise TokenInvalid(f"malformed token header: {exc}") from exc
+    if header.get("alg") != ALGORITHM:
+        raise TokenInvalid(f"algorithm {header.get('alg')!r} is not accepted; RS256 only")
+    key = keys.get(header.get("kid") or "")
+    if key is None:
+        raise TokenInvalid(f"unknown signing key id {header.get('kid')!r}")
+    if key.get("kty") != "RSA":
+        raise TokenInvalid("signing key is not an RSA key")
+    try:
+        claims = jwt.decode(
+            token,
+            key,
+            algorithms=[ALGORITHM],
+            audience=audience,
+            issuer=issuer,
+            options={f"require_{c}": True for c in REQUIRED_CLAIMS},
+        )
+    except JOSEError as exc:
+        raise TokenInvalid(str(exc)) from exc
+    missing = [c for c in REQUIRED_CLAIMS if c not in claims]
+    if missing:  # belt and braces: never rely on the library's defaults for presence
+        raise TokenInvalid(f"token lacks required claims: {', '.join(missing)}")
+    aud = claims["aud"]
+    if aud != audience and not (isinstance(aud, list) and audience in aud):
+        raise TokenInvalid("wrong audience")
+    return claims

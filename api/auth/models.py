@@ -1,0 +1,30 @@
+from datetime import datetime
+
+from sqlalchemy import JSON, Column
+from sqlmodel import Field, SQLModel
+
+from api.db import new_id, timestamp_column
+
+
+class User(SQLModel, table=True):
+    """A person held by the service itself: MASH practitioner, auditor or admin."""
+
+    __tablename__ = "app_user"
+
+    id: str = Field(default_factory=new_id, primary_key=True)
+    username: str = Field(max_length=100, unique=True)
+    password_hash: str = Field(max_length=200)
+    role: str = Field(max_length=40)
+    agency_id: str | None = Field(default=None, foreign_key="agency.id", max_length=64)
+    disabled: bool = False
+    created_at: datetime = timestamp_column()
+
+
+class SigningKey(SQLModel, table=True):
+    """RS256 token signing keys, shared by every API process through the database."""
+
+    kid: str = Field(primary_key=True, max_length=64)
+    private_pem: str
+    public_jwk: dict = Field(sa_column=Column(JSON, nullable=False))
+    created_at: datetime = timestamp_column()
+    retired_at: datetime | None = timestamp_column(nullable=True)

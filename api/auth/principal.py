@@ -1,0 +1,91 @@
+"""Who is calling: the verified token turned into a principal, and role checks."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Annotated
+
+from fastapi import Depends, Request
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+
+from api.agencies.models import Agency
+from api.auth import jwt
+from api.deps import SessionDep
+from api.problems import ProblemError
+
+ROLES = ("agency_system", "mash_practitioner", "auditor", "admin")
+_bearer = HTTPBearer(auto_error=False, description="Access token from POST /v1/oauth/token")
+
+
+@dataclass(frozen=True)
+class Principal:
+    sub: str
+    role: str
+    agency_id: str | None
+    area: str | None
+    issuer: str
+
+    @property
+    def scope_key(self) -> str:
+        """Stable identity for idempotency records: issuer and subject."""
+        return f"{self.issuer}|{self.sub}"
+
+
+def _unauthorized(detail: str) -> ProblemError:
+    return ProblemError(401, detail, headers={"WWW-Authenticate": 'Bearer error="invalid_token"'})
+
+
+def current_principal(
+    request: Request,
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+) -> Principal:
+    if credentials is None or credentials.scheme.lower() != "bearer":
+        raise ProblemError(401, "A Bearer access token is required.",
+                           headers={"WWW-Authenticate": "Bearer"})
+    token = credentials.credentials
+    settings = request.app.state.settings
+    keyring = request.app.state.keyring
+    try:
+        issuer, kid = jwt.peek(token)
+        keys = keyring.keys_for(issuer, kid)
+        if keys is None:
+            raise jwt.TokenInvalid(f"issuer {issuer!r} is not trusted")
+        claims = jwt.verify(token, keys, issuer=issuer, audience=settings.audience)
+    except jwt.TokenInvalid as exc:
+        raise _unauthorized(f"The access token is not valid: {exc}.") from exc
+    role = claims.get("role")
+    if role not in ROLES:
+        raise _unauthorized("The access token carries no recognised role.")
+    agency = claims.get("agency")
+    if role == "agency_system" and not agency:
+        raise _unauthorized("An agency_system token must name its agency.")
+    return Principal(sub=str(claims["sub"]), role=role, agency_id=agency,
+                     area=claims.get("area"), issuer=issuer)
+
+
+CurrentPrincipal = Annotated[Principal, Depends(current_principal)]
+
+
+def require_roles(*roles: str):
+    """Dependency allowing only the given roles (403 for any other authenticated caller)."""
+
+    def _check(principal: CurrentPrincipal) -> Principal:
+        if principal.role not in roles:
+            raise ProblemError(403, f"This needs one of the roles: {', '.join(roles)}; "
+                               f"you are {principal.role}.")
+        return principal
+
+    return _check
+
+
+def calling_agency(
+    principal: Annotated[Principal, Depends(require_roles("agency_system"))], session: SessionDep
+) -> Agency:
+    """The registered, enabled agency behind an agency_system token."""
+    agency = session.get(Agency, principal.agency_id)
+    if agency is None or agency.disabled:
+        raise _unauthorized("The agency named in the token is not registered or is disabled.")
+    return agency
+
+
+CallingAgency = Annotated[Agency, Depends(calling_agency)]

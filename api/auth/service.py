@@ -1,0 +1,70 @@
+"""Issuing access tokens to agency systems (client credentials) and people (password)."""
+
+from __future__ import annotations
+
+import time
+import uuid
+
+from sqlmodel import Session, select
+
+from api.agencies.models import Agency
+from api.audit import service as audit
+from api.auth.keys import KeyRing
+from api.auth.models import User
+from api.auth.passwords import verify_secret
+from api.settings import Settings
+
+
+class OAuthError(Exception):
+    def __init__(self, status: int, error: str, description: str):
+        super().__init__(description)
+        self.status = status
+        self.error = error
+        self.description = description
+
+
+def _token(keyring: KeyRing, settings: Settings, *, sub: str, role: str, agency: str | None,
+           area: str | None) -> dict:
+    now = int(time.time())
+    claims = {
+        "iss": settings.issuer, "aud": settings.audience, "sub": sub, "iat": now, "nbf": now,
+        "exp": now + settings.token_ttl_seconds, "jti": str(uuid.uuid4()), "role": role,
+        "agency": agency, "area": area,
+    }
+    return {"access_token": keyring.sign(claims), "token_type": "Bearer",
+            "expires_in": settings.token_ttl_seconds}
+
+
+def client_credentials(session: Session, keyring: KeyRing, settings: Settings,
+                       client_id: str, client_secret: str) -> dict:
+    agency = session.get(Agency, client_id)
+    ok = verify_secret(agency.client_secret_hash if agency else None, client_secret)
+    if not ok or agency.disabled:
+        audit.record(session, actor=client_id[:200], action="token.issue", outcome="denied",
+                     reason="unknown client, wrong secret or disabled agency")
+        session.commit()
+        raise OAuthError(401, "invalid_client", "Client authentication failed.")
+    token = _token(keyring, settings, sub=agency.id, role="agency_system", agency=agency.id,
+                   area=agency.area)
+    audit.record(session, actor=agency.id, actor_agency=agency.id, action="token.issue",
+                 outcome="issued")
+    session.commit()
+    return token
+
+
+def password(session: Session, keyring: KeyRing, settings: Settings,
+             username: str, password_: str) -> dict:
+    user = session.exec(select(User).where(User.username == username)).first()
+    ok = verify_secret(user.password_hash if user else None, password_)
+    if not ok or user.disabled:
+        audit.record(session, actor=username[:200], action="login", outcome="denied",
+                     reason="unknown user, wrong password or disabled account")
+        session.commit()
+        raise OAuthError(401, "invalid_grant", "The username or password is wrong.")
+    agency = session.get(Agency, user.agency_id) if user.agency_id else None
+    token = _token(keyring, settings, sub=user.username, role=user.role,
+                   agency=user.agency_id, area=agency.area if agency else None)
+    audit.record(session, actor=user.username, actor_agency=user.agency_id, action="login",
+                 outcome="token issued")
+    session.commit()
+    return token

@@ -1,0 +1,151 @@
+"""The `flagshare` command: serve, db upgrade, users add, agencies add."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+from pydantic import ValidationError
+from sqlmodel import Session, select
+
+from api.policy.loader import PolicyError, load_policy
+from api.settings import Settings
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    if getattr(args, "demo", False):
+        os.environ["FLAGSHARE_ENVIRONMENT"] = "development"
+    try:
+        settings = Settings()
+        policy = load_policy(settings.policy_dir)
+    except ValidationError as exc:
+        return _fail("invalid configuration:\n" + "\n".join(
+            f"  FLAGSHARE_{'_'.join(str(p) for p in e['loc']).upper()}: {e['msg']}"
+            for e in exc.errors()))
+    except PolicyError as exc:
+        return _fail(f"invalid policy:\n{exc}")
+    return args.handler(args, settings, policy)
+
+
+def _fail(message: str, code: int = 2) -> int:
+    print(f"flagshare: {message}", file=sys.stderr)
+    return code
+
+
+def _serve(args, settings: Settings, policy) -> int:
+    import uvicorn
+
+    from api.main import create_app
+    from api.migrate import upgrade
+
+    upgrade(settings.database_url)
+    app = create_app(settings)
+    if args.demo:
+        from api.demo import load_demo
+
+        app.state.keyring.ensure_signing_key()
+        with _session(settings) as session:
+            print(load_demo(session, policy, base_url=f"http://{args.host}:{args.port}"))
+    uvicorn.run(app, host=args.host, port=args.port, log_level="info", access_log=False)
+    return 0
+
+
+def _db_upgrade(args, settings: Settings, policy) -> int:
+    from api.migrate import upgrade
+
+    upgrade(settings.database_url)
+    print("database is at the latest schema")
+    return 0
+
+
+def _users_add(args, settings: Settings, policy) -> int:
+    from api.agencies.models import Agency
+    from api.auth.models import User
+    from api.auth.passwords import hash_secret
+    from api.auth.principal import ROLES
+
+    if args.role not in ROLES:
+        return _fail(f"--role must be one of {', '.join(ROLES)}", 1)
+    if args.role in ("mash_practitioner", "agency_system") and not args.agency:
+        return _fail(f"--agency is required for {args.role}", 1)
+    if len(args.password) < 12:
+        return _fail("--password must be at least 12 characters", 1)
+    with _session(settings) as session:
+        if args.agency and session.get(Agency, args.agency) is None:
+            return _fail(f"no registered agency {args.agency}", 1)
+        if session.exec(select(User).where(User.username == args.username)).first():
+            return _fail(f"user {args.username} already exists", 1)
+        session.add(User(username=args.username, password_hash=hash_secret(args.password),
+                         role=args.role, agency_id=args.agency))
+        session.commit()
+    print(f"added {args.role} {args.username}")
+    return 0
+
+
+def _agencies_add(args, settings: Settings, policy) -> int:
+    from api.agencies.schemas import AgencyCreate
+    from api.agencies.service import register
+    from api.audit import service as audit
+    from api.problems import ProblemError
+
+    try:
+        body = AgencyCreate(id=args.id, name=args.name, kind=args.kind, area=args.area)
+    except ValidationError as exc:
+        return _fail("; ".join(f"--{e['loc'][0]}: {e['msg']}" for e in exc.errors()), 1)
+    with _session(settings) as session:
+        try:
+            agency, secret = register(session, policy, body)
+        except ProblemError as exc:
+            return _fail(exc.detail, 1)
+        audit.record(session, actor="cli", action="agency.register", outcome="registered",
+                     recipient=agency.id)
+        session.commit()
+    print(f"registered {agency.id} ({agency.kind}, {agency.area})")
+    print(f"client_secret: {secret}")
+    return 0
+
+
+def _session(settings: Settings) -> Session:
+    from api.db import make_engine
+    from api.migrate import upgrade
+
+    upgrade(settings.database_url)
+    return Session(make_engine(settings.database_url), expire_on_commit=False)
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="flagshare", description=__doc__)
+    sub = parser.add_subparsers(required=True, metavar="COMMAND")
+
+    serve = sub.add_parser("serve", help="run the API (and, embedded, the delivery worker)")
+    serve.add_argument("--host", default="127.0.0.1")
+    serve.add_argument("--port", type=int, default=8000)
+    serve.add_argument("--demo", action="store_true",
+                       help="load demo agencies, people and flags (implies development)")
+    serve.set_defaults(handler=_serve)
+
+    db = sub.add_parser("db", help="database schema").add_subparsers(required=True, metavar="ACTION")
+    db.add_parser("upgrade", help="apply migrations").set_defaults(handler=_db_upgrade)
+
+    users = sub.add_parser("users", help="people held by the service").add_subparsers(
+        required=True, metavar="ACTION")
+    add_user = users.add_parser("add", help="add a person")
+    add_user.add_argument("--username", required=True)
+    add_user.add_argument("--password", required=True)
+    add_user.add_argument("--role", required=True)
+    add_user.add_argument("--agency")
+    add_user.set_defaults(handler=_users_add)
+
+    agencies = sub.add_parser("agencies", help="agency systems").add_subparsers(
+        required=True, metavar="ACTION")
+    add_agency = agencies.add_parser("add", help="register an agency; prints its client secret")
+    for name in ("id", "name", "kind", "area"):
+        add_agency.add_argument(f"--{name}", required=True)
+    add_agency.set_defaults(handler=_agencies_add)
+    return parser
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,23 @@
+"""Process-wide objects handed to routes through FastAPI `Depends`."""
+
+from typing import Annotated
+
+from fastapi import Depends, Request
+from sqlmodel import Session
+
+from api.db import get_session
+from api.policy.loader import Policy
+from api.settings import Settings
+
+
+def get_policy(request: Request) -> Policy:
+    return request.app.state.policy
+
+
+def get_app_settings(request: Request) -> Settings:
+    return request.app.state.settings
+
+
+SessionDep = Annotated[Session, Depends(get_session)]
+PolicyDep = Annotated[Policy, Depends(get_policy)]
+SettingsDep = Annotated[Settings, Depends(get_app_settings)]

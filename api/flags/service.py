@@ -1,0 +1,356 @@
+"""Publishing, reading, amending flags and recording sharing decisions.
+
+Every decision cites the policy rule and policy version, and is written to the audit log in
+the same transaction as the data it concerns.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from sqlmodel import Session, or_, select
+
+from api.agencies.models import Agency
+from api.audit import service as audit
+from api.auth.principal import Principal
+from api.db import utcnow
+from api.flags.models import Disclosure, Flag, FlagVersion, SharingDecision
+from api.flags.schemas import DecisionCreate, FlagCreate, FlagUpdate
+from api.identity import service as identity
+from api.identity.models import Person, PersonLink
+from api.policy import rules
+from api.policy.language import summary_warnings
+from api.policy.loader import Policy
+from api.problems import ProblemError, invalid, not_found
+
+PLAN_CATEGORIES = ("child_protection_plan", "child_in_need", "looked_after_child")
+MINIMUM_FIELDS = ["summary"]
+
+
+def publish(session: Session, policy: Policy, agency: Agency, body: FlagCreate) -> dict:
+    basis = rules.LawfulBasis(**body.lawful_basis.model_dump())
+    try:
+        publish_rule = rules.check_publish(policy, body.category, agency.kind, body.purpose, basis)
+    except rules.PublishRefused as refusal:
+        # The refusal is itself a decision to record; nothing else is written.
+        session.rollback()
+        audit.record(session, actor=agency.id, actor_agency=agency.id, action="flag.refuse",
+                     outcome="refused", purpose=body.purpose, lawful_basis=basis.cite(),
+                     policy_rule=refusal.rule_id, policy_version=policy.version,
+                     reason=refusal.detail)
+        session.commit()
+        raise
+    child = identity.resolve_child(session, agency.id, body.subject)
+    warnings = summary_warnings(body.summary, policy.plain_language)
+    flag = Flag(child_id=child.id, publisher_id=agency.id, category=body.category)
+    session.add(flag)
+    session.flush()
+    version = FlagVersion(
+        flag_id=flag.id, version=1, status="active", severity=body.severity,
+        summary=body.summary, details=body.details, occurred_at=body.occurred_at,
+        period_start=body.period.start if body.period else None,
+        period_end=body.period.end if body.period else None,
+        purpose=body.purpose, article6=basis.article6, article9=basis.article9,
+        dpa2018=basis.dpa2018, policy_rule=publish_rule.id, policy_version=policy.version,
+        warnings=warnings, created_by=agency.id,
+    )
+    session.add(version)
+    for person in body.related_people:
+        related = identity.resolve_related(session, person)
+        identity.link_person(session, child.id, related.id, person.role, person.relationship,
+                             agency.id, flag.id)
+    audit.record(session, actor=agency.id, actor_agency=agency.id, action="flag.publish",
+                 outcome="published", child_id=child.id, flag_id=flag.id, purpose=body.purpose,
+                 lawful_basis=basis.cite(), policy_rule=publish_rule.id,
+                 policy_version=policy.version)
+    decisions = _decide_and_record(session, policy, flag, version, agency, previous={})
+    return _published(flag, version, decisions, warnings)
+
+
+def amend(session: Session, policy: Policy, agency: Agency, flag_id: str,
+          body: FlagUpdate) -> dict:
+    """A new version with the change; everyone who had an earlier version hears of it."""
+    flag = _flag_for_update(session, agency, flag_id)
+    current = _version(session, flag)
+    if current.status == "entered_in_error":
+        raise ProblemError(409, "This flag was marked entered_in_error; it cannot change again.")
+    if body.period is not None and current.period_start and body.period.end < current.period_start:
+        raise invalid("period.end", "must not be before the period start")
+    data = current.model_dump(exclude={"version", "created_at", "created_by", "warnings"})
+    if body.status is not None:
+        data["status"] = body.status
+    if body.period is not None:
+        data["period_end"] = body.period.end
+        if data["period_start"] is None:
+            data["period_start"] = flag.created_at.date()
+    warnings = current.warnings
+    if body.summary is not None:
+        data["summary"] = body.summary
+        warnings = summary_warnings(body.summary, policy.plain_language)
+    version = FlagVersion(**data, version=current.version + 1, warnings=warnings,
+                          created_by=agency.id)
+    version.policy_version = policy.version
+    flag.version, flag.status, flag.updated_at = version.version, version.status, utcnow()
+    session.add(version)
+    session.add(flag)
+    audit.record(session, actor=agency.id, actor_agency=agency.id, action="flag.update",
+                 outcome=f"version {version.version}", child_id=flag.child_id, flag_id=flag.id,
+                 purpose=version.purpose, lawful_basis=_cite(version),
+                 policy_rule=version.policy_rule, policy_version=policy.version)
+    previous = {d.recipient_id: d for d in _shared_disclosures(session, flag.id)}
+    decisions = _decide_and_record(session, policy, flag, version, agency, previous)
+    return _published(flag, version, decisions, warnings)
+
+
+def visible_flag(session: Session, principal: Principal, flag_id: str, *,
+                 purpose: str | None = None, reason: str | None = None) -> dict:
+    """The flag as this caller may see it, or 404; every read is audited."""
+    flag = session.get(Flag, flag_id)
+    if principal.role in ("auditor", "admin"):
+        raise ProblemError(403, "Auditors and administrators review the sharing log, not "
+                           "flag content.")
+    if flag is None:
+        raise not_found("flag")
+    version = _version(session, flag)
+    fields: set[str] | None
+    if principal.role == "agency_system" and principal.agency_id == flag.publisher_id:
+        fields = None  # everything
+    elif principal.role == "agency_system":
+        disclosures = [d for d in _shared_disclosures(session, flag.id)
+                       if d.recipient_id == principal.agency_id]
+        if not disclosures:
+            raise not_found("flag")
+        fields = set(disclosures[-1].fields)
+    else:  # mash_practitioner
+        if not purpose or not reason:
+            raise ProblemError(422, "A MASH practitioner states purpose and reason to read a "
+                               "flag.", errors=[{"field": f, "message": "required"}
+                                                for f, v in (("purpose", purpose),
+                                                             ("reason", reason)) if not v])
+        if not _mash_in_scope(session, principal, flag):
+            raise not_found("flag")
+        fields = {"summary", "details", "related_people", "period", "occurred_at"}
+    out = _flag_out(session, flag, version, fields)
+    if fields is None:
+        out.update(_sharing_lists(session, flag, version))
+    audit.record(session, actor=principal.sub, actor_agency=principal.agency_id,
+                 action="flag.read", outcome="disclosed", child_id=flag.child_id,
+                 flag_id=flag.id, purpose=purpose or version.purpose, reason=reason,
+                 lawful_basis=_cite(version), policy_rule=version.policy_rule,
+                 policy_version=version.policy_version)
+    session.commit()
+    return out
+
+
+def record_decision(session: Session, policy: Policy, principal: Principal, flag_id: str,
+                    body: DecisionCreate) -> SharingDecision:
+    flag = session.get(Flag, flag_id)
+    if flag is None or not _can_see(session, principal, flag):
+        raise not_found("flag")
+    recipient = None
+    if body.recipient is not None:
+        recipient = session.get(Agency, body.recipient)
+        if recipient is None:
+            raise invalid("recipient", f"no registered agency {body.recipient}")
+    version = _version(session, flag)
+    decision = SharingDecision(flag_id=flag.id, decision=body.decision,
+                               recipient_id=body.recipient, reason=body.reason,
+                               decided_by=principal.sub, decided_by_agency=principal.agency_id)
+    session.add(decision)
+    audit.record(session, actor=principal.sub, actor_agency=principal.agency_id,
+                 action="decision.record", outcome=body.decision, child_id=flag.child_id,
+                 flag_id=flag.id, recipient=body.recipient, reason=body.reason,
+                 purpose=version.purpose, lawful_basis=_cite(version),
+                 policy_version=policy.version)
+    if body.decision == "share" and recipient is not None and recipient.id != flag.publisher_id:
+        already = [d for d in _shared_disclosures(session, flag.id)
+                   if d.recipient_id == recipient.id and d.flag_version == version.version]
+        if not already:
+            _disclose(session, policy, flag, version, recipient.id, True,
+                      f"practitioner decision: {body.reason}", None, MINIMUM_FIELDS,
+                      policy.defaults.acknowledge_within_hours)
+    session.flush()
+    return decision
+
+
+# --- helpers -----------------------------------------------------------------------------
+
+def _decide_and_record(session, policy, flag, version, publisher, previous):
+    child = session.get(Person, flag.child_id)
+    context = child_context(session, child, publisher.area)
+    candidates = _candidates(session, policy, flag.category, context)
+    decisions = rules.decide_recipients(policy, flag.category, publisher.id, context, candidates)
+    decided = {d.agency_id for d in decisions}
+    for d in list(decisions):
+        if not d.shared and d.agency_id in previous:
+            # Whoever had an earlier version must hear of a change, above all an error.
+            earlier = previous[d.agency_id]
+            decisions.remove(d)
+            decisions.append(rules.RecipientDecision(
+                d.agency_id, True, earlier.policy_rule,
+                "received an earlier version of this flag", tuple(earlier.fields)))
+    for agency_id, earlier in previous.items():
+        if agency_id not in decided:
+            decisions.append(rules.RecipientDecision(
+                agency_id, True, earlier.policy_rule, "received an earlier version of this flag",
+                tuple(earlier.fields)))
+    for d in decisions:
+        _disclose(session, policy, flag, version, d.agency_id, d.shared, d.reason, d.rule_id,
+                  list(d.fields), d.acknowledge_within_hours)
+    return decisions
+
+
+def _disclose(session, policy, flag, version, recipient_id, shared, reason, rule_id, fields,
+              ack_hours):
+    now = utcnow()
+    session.add(Disclosure(
+        flag_id=flag.id, flag_version=version.version, recipient_id=recipient_id, shared=shared,
+        reason=reason, policy_rule=rule_id, policy_version=policy.version, fields=fields,
+        acknowledge_by=now + timedelta(hours=ack_hours) if shared and ack_hours else None,
+    ))
+    audit.record(session, actor=flag.publisher_id, actor_agency=flag.publisher_id,
+                 action="flag.disclose" if shared else "flag.withhold",
+                 outcome="shared" if shared else "not_shared", child_id=flag.child_id,
+                 flag_id=flag.id, recipient=recipient_id, purpose=version.purpose,
+                 lawful_basis=_cite(version), policy_rule=rule_id,
+                 policy_version=policy.version, reason=reason)
+
+
+def child_context(session: Session, child: Person, publisher_area: str) -> rules.ChildContext:
+    """Areas where the child is known, who works with it, its age, and whether CSC is open."""
+    relationships: dict[str, set[str]] = {}
+    areas = {publisher_area}
+    open_case = False
+    for rel, agency in identity.current_relationships(session, child.id):
+        relationships.setdefault(agency.id, set()).add(rel.kind)
+        areas.add(agency.area)
+        open_case = open_case or agency.kind == "childrens_social_care"
+    if not open_case:
+        open_case = session.exec(
+            select(Flag.id).where(Flag.child_id == child.id, Flag.status == "active",
+                                  Flag.category.in_(PLAN_CATEGORIES)).limit(1)
+        ).first() is not None
+    return rules.ChildContext(
+        areas=frozenset(areas),
+        relationships={k: frozenset(v) for k, v in relationships.items()},
+        age_years=identity.age_in_years(child),
+        open_case=open_case,
+    )
+
+
+def _candidates(session, policy, category, context: rules.ChildContext):
+    """Agencies working with the child, and area-wide recipients the category's rules name."""
+    area_kinds = rules.share_rule_kinds(policy, category, "area")
+    conditions = []
+    if context.relationships:
+        conditions.append(Agency.id.in_(list(context.relationships)))
+    if area_kinds:
+        conditions.append(Agency.area.in_(list(context.areas)) & Agency.kind.in_(area_kinds))
+    if not conditions:
+        return []
+    rows = session.exec(select(Agency).where(or_(*conditions), Agency.disabled.is_(False))
+                        .order_by(Agency.id)).all()
+    return [rules.Candidate(a.id, a.kind, a.area) for a in rows]
+
+
+def _published(flag, version, decisions, warnings) -> dict:
+    return {
+        "id": flag.id, "child_id": flag.child_id, "version": version.version,
+        "status": version.status,
+        "shared_with": sorted(d.agency_id for d in decisions if d.shared),
+        "not_shared": [{"agency": d.agency_id, "reason": d.reason}
+                       for d in sorted(decisions, key=lambda d: d.agency_id) if not d.shared],
+        "warnings": warnings, "policy_rule": version.policy_rule,
+        "policy_version": version.policy_version,
+    }
+
+
+def _flag_for_update(session, agency, flag_id) -> Flag:
+    flag = session.get(Flag, flag_id)
+    if flag is None or not _agency_can_see(session, agency.id, flag):
+        raise not_found("flag")
+    if flag.publisher_id != agency.id:
+        raise ProblemError(403, "Only the publishing agency may change a flag.")
+    return flag
+
+
+def _version(session, flag) -> FlagVersion:
+    return session.get(FlagVersion, (flag.id, flag.version))
+
+
+def _shared_disclosures(session, flag_id) -> list[Disclosure]:
+    return list(session.exec(select(Disclosure).where(
+        Disclosure.flag_id == flag_id, Disclosure.shared.is_(True))
+        .order_by(Disclosure.flag_version, Disclosure.created_at)).all())
+
+
+def _can_see(session, principal: Principal, flag: Flag) -> bool:
+    if principal.role == "agency_system":
+        return _agency_can_see(session, principal.agency_id, flag)
+    if principal.role == "mash_practitioner":
+        return _mash_in_scope(session, principal, flag)
+    return False
+
+
+def _agency_can_see(session, agency_id: str, flag: Flag) -> bool:
+    return agency_id == flag.publisher_id or any(
+        d.recipient_id == agency_id for d in _shared_disclosures(session, flag.id))
+
+
+def _mash_in_scope(session, principal: Principal, flag: Flag) -> bool:
+    """A MASH practitioner sees flags about children known in their own area."""
+    if not principal.area:
+        return False
+    publisher = session.get(Agency, flag.publisher_id)
+    if publisher.area == principal.area:
+        return True
+    child = session.get(Person, flag.child_id)
+    return principal.area in child_context(session, child, publisher.area).areas
+
+
+def _cite(version: FlagVersion) -> str:
+    return rules.LawfulBasis(version.article6, version.article9, version.dpa2018).cite()
+
+
+def _sharing_lists(session, flag, version) -> dict:
+    rows = session.exec(select(Disclosure).where(
+        Disclosure.flag_id == flag.id, Disclosure.flag_version == version.version)).all()
+    return {
+        "shared_with": sorted(d.recipient_id for d in rows if d.shared),
+        "not_shared": [{"agency": d.recipient_id, "reason": d.reason}
+                       for d in sorted(rows, key=lambda d: d.recipient_id) if not d.shared],
+    }
+
+
+def _flag_out(session, flag: Flag, version: FlagVersion, fields: set[str] | None) -> dict:
+    def allowed(name: str) -> bool:
+        return fields is None or name in fields
+
+    out = {
+        "id": flag.id, "child_id": flag.child_id, "publisher": flag.publisher_id,
+        "category": flag.category, "version": version.version, "status": version.status,
+        "severity": version.severity, "summary": version.summary,
+        "purpose": version.purpose,
+        "lawful_basis": {"article6": version.article6, "article9": version.article9,
+                         "dpa2018": version.dpa2018},
+        "policy_rule": version.policy_rule, "policy_version": version.policy_version,
+        "created_at": flag.created_at, "updated_at": flag.updated_at,
+    }
+    if fields is None:
+        out["warnings"] = version.warnings
+    if allowed("details"):
+        out["details"] = version.details
+    if allowed("occurred_at"):
+        out["occurred_at"] = version.occurred_at
+    if allowed("period") and version.period_start:
+        out["period"] = {"start": version.period_start, "end": version.period_end}
+    if allowed("related_people"):
+        rows = session.exec(select(PersonLink, Person).join(Person, Person.id == PersonLink.person_id)
+                            .where(PersonLink.flag_id == flag.id)).all()
+        out["related_people"] = [
+            {"person_id": p.id, "role": link.role, "relationship": link.relationship,
+             "nhs_number": p.nhs_number, "given_name": p.given_name,
+             "family_name": p.family_name, "birth_date": p.birth_date}
+            for link, p in rows
+        ]
+    return out

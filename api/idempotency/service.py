@@ -1,0 +1,87 @@
+"""`Idempotency-Key` on writes: the same key and body replay the first result; another body is 409.
+
+The record is written in the same transaction as the write it guards, so a crash cannot leave
+one without the other; two racing requests with one key meet at the primary key, and the loser
+replays the winner's result.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from typing import Annotated, Any
+
+from fastapi import Depends, Header, Request
+from fastapi.encoders import jsonable_encoder
+from fastapi.responses import JSONResponse
+from sqlalchemy.exc import IntegrityError
+from sqlmodel import Session
+
+from api.auth.principal import CurrentPrincipal
+from api.deps import SessionDep
+from api.idempotency.models import IdempotencyRecord
+from api.problems import ProblemError
+
+
+class Idempotency:
+    def __init__(self, session: Session, scope: str, key: str | None, request_hash: str):
+        self.session = session
+        self.scope = scope
+        self.key = key
+        self.request_hash = request_hash
+
+    def replay(self) -> JSONResponse | None:
+        """The stored first result for this key, if any (409 if the body differs)."""
+        if self.key is None:
+            return None
+        found = self.session.get(IdempotencyRecord, (self.scope, self.key))
+        if found is None:
+            return None
+        if found.request_hash != self.request_hash:
+            raise ProblemError(
+                409,
+                "This Idempotency-Key was already used with a different request body.",
+                errors=[{"field": "Idempotency-Key", "message": "reused with a different body"}],
+            )
+        return JSONResponse(found.response_body, status_code=found.status_code,
+                            headers={"Idempotent-Replayed": "true"})
+
+    def commit(self, status_code: int, body: Any) -> JSONResponse:
+        """Remember the result with the write, commit both, and return the response."""
+        encoded = jsonable_encoder(body)
+        if self.key is not None:
+            self.session.add(IdempotencyRecord(
+                principal=self.scope, key=self.key, request_hash=self.request_hash,
+                status_code=status_code, response_body=encoded,
+            ))
+        try:
+            self.session.commit()
+        except IntegrityError:
+            self.session.rollback()
+            replayed = self.replay()
+            if replayed is None:
+                raise
+            return replayed
+        return JSONResponse(encoded, status_code=status_code)
+
+
+async def idempotency(
+    request: Request,
+    principal: CurrentPrincipal,
+    session: SessionDep,
+    idempotency_key: Annotated[
+        str | None,
+        Header(max_length=200, description="Repeat a write safely: same key and body, same result"),
+    ] = None,
+) -> Idempotency:
+    body = await request.body()
+    try:  # the same JSON with keys in another order or other spacing is the same body
+        body = json.dumps(json.loads(body), sort_keys=True, separators=(",", ":")).encode()
+    except ValueError:
+        pass
+    digest = hashlib.sha256(request.method.encode() + b" " + request.url.path.encode() + b"\n"
+                            + body).hexdigest()
+    return Idempotency(session, principal.scope_key, idempotency_key, digest)
+
+
+IdempotencyDep = Annotated[Idempotency, Depends(idempotency)]

@@ -1,0 +1,134 @@
+"""How a child or adult is named in a request, validated before anything is stored."""
+
+from __future__ import annotations
+
+import re
+from datetime import date
+from typing import Annotated, Literal
+
+import nhs_number
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
+
+# NHS Data Dictionary ethnic category codes (2001 census based; Z not stated, 99 not known).
+ETHNIC_CATEGORIES = (
+    "A", "B", "C", "D", "E", "F", "G", "H", "J", "K", "L", "M", "N", "P", "R", "S", "Z", "99",
+)
+POSTCODE = re.compile(r"^[A-Z]{1,2}[0-9][A-Z0-9]? ?[0-9][A-Z]{2}$")
+
+
+def _nhs(value: str) -> str:
+    digits = re.sub(r"[\s-]", "", value)
+    if not re.fullmatch(r"\d{10}", digits):
+        raise ValueError("an NHS number is 10 digits")
+    if not nhs_number.is_valid(digits):
+        raise ValueError("not a valid NHS number: the Modulus 11 check digit does not match")
+    return digits
+
+
+def _postcode(value: str) -> str:
+    cleaned = re.sub(r"\s+", "", value.upper())
+    if not POSTCODE.match(cleaned):
+        raise ValueError("not a UK postcode")
+    return f"{cleaned[:-3]} {cleaned[-3:]}"
+
+
+def _past(value: date) -> date:
+    if value > date.today():
+        raise ValueError("must not be in the future")
+    return value
+
+
+NhsNumber = Annotated[str, AfterValidator(_nhs), Field(description="10 digits, Modulus 11")]
+Postcode = Annotated[str, AfterValidator(_postcode)]
+Name = Annotated[str, Field(min_length=1, max_length=100)]
+PastDate = Annotated[date, AfterValidator(_past)]
+
+
+class Subject(BaseModel):
+    """A child: NHS number; or local id + family name + birth date; or unborn by mother."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    nhs_number: NhsNumber | None = None
+    local_id: str | None = Field(default=None, min_length=1, max_length=64)
+    given_name: Name | None = None
+    family_name: Name | None = None
+    birth_date: PastDate | None = None
+    sex: Literal["male", "female", "other", "unknown"] | None = None
+    postcode: Postcode | None = None
+    ethnicity: Literal[ETHNIC_CATEGORIES] | None = Field(  # type: ignore[valid-type]
+        default=None, description="NHS Data Dictionary ethnic category code")
+    disability: str | None = Field(default=None, max_length=200)
+    unborn: bool = False
+    mother_nhs_number: NhsNumber | None = None
+    expected_delivery_date: date | None = None
+
+    @model_validator(mode="after")
+    def _identifiable(self) -> Subject:
+        if self.unborn or (self.mother_nhs_number and self.expected_delivery_date
+                           and not self.nhs_number and not self.birth_date):
+            if self.nhs_number or self.birth_date:
+                raise ValueError("an unborn child has no NHS number or birth date; give "
+                                 "mother_nhs_number and expected_delivery_date")
+            if not (self.mother_nhs_number and self.expected_delivery_date):
+                raise ValueError("an unborn child needs mother_nhs_number and "
+                                 "expected_delivery_date")
+            self.unborn = True
+            return self
+        if self.nhs_number:
+            return self
+        if self.local_id and self.family_name and self.birth_date:
+            return self
+        raise ValueError("identify the child by nhs_number, or by local_id with family_name and "
+                         "birth_date, or (unborn) by mother_nhs_number and expected_delivery_date")
+
+    @property
+    def unborn_key(self) -> str | None:
+        if not self.unborn:
+            return None
+        return f"{self.mother_nhs_number}:{self.expected_delivery_date.isoformat()}"
+
+
+class RelatedPerson(BaseModel):
+    """An adult or sibling connected to the child, stored as a person in their own right."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    role: Literal["household_member", "parent", "sibling", "alleged_perpetrator"]
+    nhs_number: NhsNumber | None = None
+    given_name: Name | None = None
+    family_name: Name | None = None
+    birth_date: PastDate | None = None
+    relationship: str | None = Field(default=None, max_length=100,
+                                     description="e.g. mother, father, mother's new partner")
+
+    @model_validator(mode="after")
+    def _named(self) -> RelatedPerson:
+        if not (self.nhs_number or self.family_name or self.given_name):
+            raise ValueError("a related person needs an nhs_number or a name")
+        return self
+
+
+class RelationshipCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    subject: Subject
+    kind: Literal["registered_gp", "school", "health_visitor", "allocated_social_worker",
+                  "midwife", "other"]
+    start: date
+    end: date | None = None
+
+    @model_validator(mode="after")
+    def _ordered(self) -> RelationshipCreate:
+        if self.end is not None and self.end < self.start:
+            raise ValueError("end must not be before start")
+        return self
+
+
+class RelationshipOut(BaseModel):
+    id: str
+    child_id: str
+    agency: str
+    kind: str
+    start: date
+    end: date | None

@@ -1,0 +1,160 @@
+"""Finding or creating persons. Two records are never merged on demographics alone."""
+
+from __future__ import annotations
+
+from datetime import date
+
+from sqlalchemy.exc import IntegrityError
+from sqlmodel import Session, or_, select
+
+from api.agencies.models import Agency
+from api.db import utcnow
+from api.identity.models import LocalIdentifier, Person, PersonLink, Relationship
+from api.identity.schemas import RelatedPerson, RelationshipCreate, Subject
+from api.problems import ProblemError
+
+DEMOGRAPHICS = ("given_name", "family_name", "birth_date", "sex", "postcode", "ethnicity",
+                "disability")
+
+
+def resolve_child(session: Session, agency_id: str, subject: Subject) -> Person:
+    """The child a subject names, created if new; an agency's local id is linked to it."""
+    by_local = _by_local_id(session, agency_id, subject.local_id) if subject.local_id else None
+    if subject.nhs_number:
+        person = _first(session, select(Person).where(Person.nhs_number == subject.nhs_number))
+        if by_local and person and by_local.id != person.id:
+            raise ProblemError(409, "subject.local_id already refers to a different child in "
+                               "your agency's records than subject.nhs_number does.")
+        if person is None and by_local is not None:
+            if by_local.nhs_number:  # by_local has another NHS number
+                raise ProblemError(409, "subject.local_id already refers to a child with a "
+                                   "different NHS number.")
+            by_local.nhs_number = subject.nhs_number
+            person = by_local
+        if person is None:
+            person = _create(session, Person(nhs_number=subject.nhs_number),
+                             select(Person).where(Person.nhs_number == subject.nhs_number))
+    elif subject.unborn:
+        person = _first(session, select(Person).where(Person.unborn_key == subject.unborn_key))
+        if person is None:
+            person = _create(
+                session,
+                Person(unborn=True, unborn_key=subject.unborn_key,
+                       mother_nhs_number=subject.mother_nhs_number,
+                       expected_delivery_date=subject.expected_delivery_date),
+                select(Person).where(Person.unborn_key == subject.unborn_key),
+            )
+            mother = get_or_create_by_nhs(session, subject.mother_nhs_number)
+            link_person(session, person.id, mother.id, "parent", "mother", agency_id)
+    else:
+        person = by_local or Person()
+        if by_local is None:
+            session.add(person)
+            session.flush()
+    _fill_blanks(person, subject)
+    if subject.local_id and by_local is None:
+        _link_local_id(session, agency_id, subject.local_id, person)
+    session.flush()
+    return person
+
+
+def resolve_related(session: Session, person: RelatedPerson) -> Person:
+    """By NHS number when given; otherwise a new person (never merged on a name)."""
+    if person.nhs_number:
+        found = get_or_create_by_nhs(session, person.nhs_number)
+    else:
+        found = Person()
+        session.add(found)
+    _fill_blanks(found, person)
+    session.flush()
+    return found
+
+
+def get_or_create_by_nhs(session: Session, nhs: str) -> Person:
+    query = select(Person).where(Person.nhs_number == nhs)
+    return _first(session, query) or _create(session, Person(nhs_number=nhs), query)
+
+
+def link_person(session: Session, child_id: str, person_id: str, role: str,
+                relationship: str | None, agency_id: str, flag_id: str | None = None) -> PersonLink:
+    link = PersonLink(child_id=child_id, person_id=person_id, role=role,
+                      relationship=relationship, agency_id=agency_id, flag_id=flag_id)
+    session.add(link)
+    session.flush()
+    return link
+
+
+def current_relationships(session: Session, child_id: str, on: date | None = None):
+    """(relationship, agency) pairs in force on the given day (default today)."""
+    on = on or date.today()
+    return session.exec(
+        select(Relationship, Agency)
+        .join(Agency, Agency.id == Relationship.agency_id)
+        .where(Relationship.child_id == child_id, Relationship.start <= on,
+               or_(Relationship.end.is_(None), Relationship.end >= on))
+    ).all()
+
+
+def add_relationship(session: Session, agency: Agency, body: RelationshipCreate) -> Relationship:
+    """Record that an agency works with a child; an identical statement is not repeated."""
+    child = resolve_child(session, agency.id, body.subject)
+    existing = _first(session, select(Relationship).where(
+        Relationship.child_id == child.id, Relationship.agency_id == agency.id,
+        Relationship.kind == body.kind, Relationship.start == body.start))
+    if existing is not None:
+        existing.end = body.end
+        session.flush()
+        return existing
+    rel = Relationship(child_id=child.id, agency_id=agency.id, kind=body.kind,
+                       start=body.start, end=body.end)
+    session.add(rel)
+    session.flush()
+    return rel
+
+
+def age_in_years(person: Person, on: date | None = None) -> int | None:
+    if person.unborn:
+        return 0
+    if person.birth_date is None:
+        return None
+    on = on or date.today()
+    b = person.birth_date
+    return on.year - b.year - ((on.month, on.day) < (b.month, b.day))
+
+
+def _fill_blanks(person: Person, source) -> None:
+    changed = False
+    for name in DEMOGRAPHICS:
+        value = getattr(source, name, None)
+        if value is not None and getattr(person, name) is None:
+            setattr(person, name, value)
+            changed = True
+    if changed:
+        person.updated_at = utcnow()
+
+
+def _by_local_id(session: Session, agency_id: str, local_id: str) -> Person | None:
+    link = session.get(LocalIdentifier, (agency_id, local_id))
+    return session.get(Person, link.person_id) if link else None
+
+
+def _link_local_id(session: Session, agency_id: str, local_id: str, person: Person) -> None:
+    session.add(LocalIdentifier(agency_id=agency_id, local_id=local_id, person_id=person.id))
+    session.flush()
+
+
+def _first(session: Session, query):
+    return session.exec(query).first()
+
+
+def _create(session: Session, person: Person, query) -> Person:
+    """Insert, or on a racing insert of the same identifier, return the winner's row."""
+    try:
+        with session.begin_nested():
+            session.add(person)
+        return person
+    except IntegrityError:
+        found = _first(session, query)
+        if found is None:
+            raise
+        return found

@@ -1,0 +1,83 @@
+"""The FastAPI application: routers per domain, problem errors, limits, health and metrics."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI, Request, Response
+from prometheus_client import CONTENT_TYPE_LATEST, Counter, Histogram, generate_latest
+from sqlalchemy import text
+from sqlmodel import Session
+
+from api import problems
+from api.agencies.router import router as agencies_router
+from api.auth.keys import KeyRing
+from api.auth.router import router as auth_router
+from api.db import get_engine
+from api.flags.router import router as flags_router
+from api.identity.router import router as identity_router
+from api.policy.loader import load_policy
+from api.settings import Settings, get_settings
+
+REQUESTS = Counter("flagshare_http_requests_total", "HTTP requests", ["method", "route", "status"])
+LATENCY = Histogram("flagshare_http_request_seconds", "HTTP request latency", ["method", "route"])
+
+
+def create_app(settings: Settings | None = None,
+               session_factory: Callable[[], Session] | None = None) -> FastAPI:
+    settings = settings or get_settings()
+    policy = load_policy(settings.policy_dir)
+    session_factory = session_factory or (lambda: Session(get_engine(), expire_on_commit=False))
+    keyring = KeyRing(settings, session_factory)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        keyring.ensure_signing_key()
+        yield
+
+    app = FastAPI(
+        title="flagshare",
+        version="0.1.0",
+        summary="Share child safeguarding flags between agencies safely and provably",
+        lifespan=lifespan,
+    )
+    app.state.settings = settings
+    app.state.policy = policy
+    app.state.keyring = keyring
+    app.state.session_factory = session_factory
+    problems.install(app)
+    for router in (auth_router, agencies_router, identity_router, flags_router):
+        app.include_router(router)
+
+    @app.middleware("http")
+    async def _metrics(request: Request, call_next):
+        start = time.perf_counter()
+        response = await call_next(request)
+        route = request.scope.get("route")
+        path = getattr(route, "path", "unmatched")
+        LATENCY.labels(request.method, path).observe(time.perf_counter() - start)
+        REQUESTS.labels(request.method, path, str(response.status_code)).inc()
+        return response
+
+    app.add_middleware(problems.BodySizeLimit, max_bytes=settings.max_body_bytes)
+
+    @app.get("/healthz", tags=["operations"], summary="Liveness")
+    def healthz():
+        return {"status": "ok"}
+
+    @app.get("/readyz", tags=["operations"], summary="Readiness: the database answers")
+    def readyz():
+        try:
+            with session_factory() as session:
+                session.exec(text("SELECT 1"))
+        except Exception:
+            return problems.problem_response(503, "The database is not reachable.")
+        return {"status": "ready", "policy_version": policy.version}
+
+    @app.get("/metrics", tags=["operations"], summary="Prometheus metrics")
+    def metrics():
+        return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+
+    return app

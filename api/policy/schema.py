@@ -1,0 +1,160 @@
+"""The shape of an information-sharing agreement held as data in `policies/`.
+
+Every file in the policy directory is one YAML document with any of the top-level keys of
+`PolicyFile`; the files are merged into one `Policy`. Unknown keys are errors, so a typo in a
+partnership's agreement stops start-up instead of silently widening or narrowing sharing.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+AGENCY_KINDS = (
+    "gp",
+    "midwifery",
+    "health_visiting",
+    "police",
+    "childrens_social_care",
+    "education",
+    "ambulance",
+    "adult_social_care",
+    "mental_health",
+    "substance_misuse",
+    "youth_justice",
+    "housing",
+    "mash",
+)
+AgencyKind = Literal[
+    "gp",
+    "midwifery",
+    "health_visiting",
+    "police",
+    "childrens_social_care",
+    "education",
+    "ambulance",
+    "adult_social_care",
+    "mental_health",
+    "substance_misuse",
+    "youth_justice",
+    "housing",
+    "mash",
+]
+Purpose = Literal["safeguarding", "child_protection", "early_help", "care_planning"]
+RelationshipKind = Literal[
+    "registered_gp", "school", "health_visitor", "allocated_social_worker", "midwife", "other"
+]
+# Parts of a flag a recipient may be given; `summary` and the coded fields always travel.
+SharedField = Literal["summary", "details", "related_people", "period", "occurred_at"]
+AREA_CODE = re.compile(r"^E(06|08|09|10)\d{6}$")
+RULE_ID = re.compile(r"^[A-Z][A-Z0-9-]{1,39}$")
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Area(_Strict):
+    code: str
+    name: str
+
+    @field_validator("code")
+    @classmethod
+    def _ons_code(cls, v: str) -> str:
+        if not AREA_CODE.match(v):
+            raise ValueError("must be an ONS code E06/E08/E09/E10 followed by six digits")
+        return v
+
+
+class LawfulBasisRule(_Strict):
+    """Which UK GDPR / DPA 2018 grounds a publisher may cite for a category."""
+
+    article6: list[str] = Field(min_length=1)
+    # Empty means no Article 9 condition is needed (no special category data expected);
+    # `article9_required` forces the publisher to cite one of them.
+    article9: list[str] = []
+    article9_required: bool = False
+    dpa2018: list[str] = []
+
+
+class PublishRule(_Strict):
+    id: str
+    why: str
+    agency_kinds: list[AgencyKind] = Field(min_length=1)
+    purposes: list[Purpose] = Field(min_length=1)
+    lawful_basis: LawfulBasisRule
+
+    _check_id = field_validator("id")(lambda cls, v: _rule_id(v))
+
+
+class ShareRule(_Strict):
+    """One class of recipient entitled to a category, and what it is given."""
+
+    id: str
+    why: str
+    recipient_kinds: list[AgencyKind] = Field(min_length=1)
+    # area: any such agency in an area where the child is known;
+    # relationship: only such agencies that hold a current relationship with the child.
+    scope: Literal["area", "relationship"]
+    relationship_kinds: list[RelationshipKind] = []
+    fields: list[SharedField] = ["summary"]
+    # Conditions that narrow the rule.
+    child_under_years: int | None = None
+    only_if_open_case: bool = False
+    acknowledge_within_hours: int | None = Field(default=None, ge=1)
+
+    _check_id = field_validator("id")(lambda cls, v: _rule_id(v))
+
+
+class CategoryPolicy(_Strict):
+    description: str
+    publish: PublishRule
+    share: list[ShareRule] = []
+    acknowledge_within_hours: int | None = Field(default=None, ge=1)
+    retention_years: int | None = Field(default=None, ge=1)
+
+
+class PlainLanguageTerm(_Strict):
+    term: str
+    say_instead: str
+
+
+class PlainLanguage(_Strict):
+    """Terms that make a summary lose its meaning for another discipline."""
+
+    jargon: list[PlainLanguageTerm] = []
+    generic_reassurance: list[str] = []
+    min_summary_words: int = Field(default=6, ge=1)
+
+
+class Defaults(_Strict):
+    acknowledge_within_hours: int = Field(default=72, ge=1)
+    transfer_pickup_working_days: int = Field(default=15, ge=1)
+    transfer_alert_repeat_working_days: int = Field(default=1, ge=1)
+    retention_years: int = Field(default=25, ge=1)
+
+
+class PolicyFile(_Strict):
+    """One YAML file in the policy directory; any part may be absent."""
+
+    agreement: str | None = None
+    defaults: Defaults | None = None
+    plain_language: PlainLanguage | None = None
+    areas: list[Area] = []
+    categories: dict[str, CategoryPolicy] = {}
+
+    @field_validator("categories")
+    @classmethod
+    def _category_names(cls, v: dict[str, CategoryPolicy]) -> dict[str, CategoryPolicy]:
+        for name in v:
+            if not re.match(r"^[a-z][a-z0-9_]{1,63}$", name):
+                raise ValueError(f"category name {name!r} must be lower_snake_case")
+        return v
+
+
+def _rule_id(v: str) -> str:
+    if not RULE_ID.match(v):
+        raise ValueError("rule id must be upper case letters, digits and dashes, e.g. DAI-SHARE-1")
+    return v

@@ -1,0 +1,170 @@
+"""RFC 9457 problem details for every error, and the request body size limit."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+log = logging.getLogger("flagshare")
+
+PROBLEM_JSON = "application/problem+json"
+TITLES = {
+    400: "Malformed request",
+    401: "Authentication required",
+    403: "Not allowed",
+    404: "Not found",
+    405: "Method not allowed",
+    409: "Conflict",
+    413: "Request body too large",
+    415: "Unsupported media type",
+    422: "Invalid request",
+    429: "Too many requests",
+    500: "Internal error",
+}
+
+
+class ProblemError(Exception):
+    """Raised by service functions; rendered as application/problem+json."""
+
+    def __init__(
+        self,
+        status: int,
+        detail: str,
+        *,
+        errors: list[dict[str, str]] | None = None,
+        type_: str = "about:blank",
+        extra: dict[str, Any] | None = None,
+        headers: dict[str, str] | None = None,
+    ):
+        super().__init__(detail)
+        self.status = status
+        self.detail = detail
+        self.errors = errors
+        self.type = type_
+        self.extra = extra or {}
+        self.headers = headers
+
+
+def invalid(field: str, message: str) -> ProblemError:
+    """422 naming one bad field."""
+    return ProblemError(422, f"{field}: {message}", errors=[{"field": field, "message": message}])
+
+
+def not_found(what: str = "resource") -> ProblemError:
+    return ProblemError(404, f"No such {what}, or it is not visible to you.")
+
+
+def problem_response(
+    status: int,
+    detail: str,
+    *,
+    errors: list[dict[str, str]] | None = None,
+    type_: str = "about:blank",
+    extra: dict[str, Any] | None = None,
+    headers: dict[str, str] | None = None,
+) -> JSONResponse:
+    body: dict[str, Any] = {
+        "type": type_,
+        "title": TITLES.get(status, "Error"),
+        "status": status,
+        "detail": detail,
+    }
+    if errors:
+        body["errors"] = errors
+    body.update(extra or {})
+    return JSONResponse(body, status_code=status, media_type=PROBLEM_JSON, headers=headers)
+
+
+def _field_name(loc: tuple[Any, ...]) -> str:
+    parts = [str(p) for p in loc if p not in ("body", "query", "path", "header", "form")]
+    # Pydantic names union/validator branches like "function-after[...]"; drop them.
+    parts = [p for p in parts if "[" not in p]
+    return ".".join(parts) or "body"
+
+
+def install(app: FastAPI) -> None:
+    @app.exception_handler(ProblemError)
+    async def _problem(_: Request, exc: ProblemError):
+        return problem_response(
+            exc.status, exc.detail, errors=exc.errors, type_=exc.type, extra=exc.extra,
+            headers=exc.headers,
+        )
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation(_: Request, exc: RequestValidationError):
+        errs = exc.errors()
+        if any(e.get("type") == "json_invalid" for e in errs):
+            return problem_response(400, "The request body is not valid JSON.")
+        fields = []
+        for e in errs:
+            msg = e.get("msg", "invalid")
+            msg = msg.removeprefix("Value error, ")
+            fields.append({"field": _field_name(tuple(e.get("loc", ()))), "message": msg})
+        if any(e.get("type") == "model_attributes_type" and e.get("loc") == ("body",) for e in errs):
+            return problem_response(400, "The request body must be a JSON object.")
+        detail = "; ".join(f"{f['field']}: {f['message']}" for f in fields)
+        return problem_response(422, detail, errors=fields)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(_: Request, exc: StarletteHTTPException):
+        detail = exc.detail if isinstance(exc.detail, str) else TITLES.get(exc.status_code, "")
+        return problem_response(exc.status_code, detail, headers=getattr(exc, "headers", None))
+
+    @app.exception_handler(Exception)
+    async def _unexpected(request: Request, exc: Exception):
+        log.exception("unhandled error on %s %s", request.method, request.url.path)
+        return problem_response(500, "An internal error occurred; it has been logged.")
+
+
+class BodySizeLimit:
+    """413 for bodies over the configured size, declared or streamed, before any handler runs."""
+
+    def __init__(self, app: ASGIApp, max_bytes: int):
+        self.app = app
+        self.max_bytes = max_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        declared = dict(scope.get("headers", [])).get(b"content-length")
+        if declared is not None and declared.isdigit() and int(declared) > self.max_bytes:
+            await self._reject(scope, receive, send)
+            return
+        # Read the whole body up front (bounded), so a streamed oversize body is refused too.
+        chunks, total = [], 0
+        more = True
+        while more:
+            message = await receive()
+            if message["type"] != "http.request":
+                break
+            chunk = message.get("body", b"")
+            total += len(chunk)
+            if total > self.max_bytes:
+                await self._reject(scope, receive, send)
+                return
+            chunks.append(chunk)
+            more = message.get("more_body", False)
+        body = b"".join(chunks)
+        sent = False
+
+        async def replay() -> Message:
+            nonlocal sent
+            if not sent:
+                sent = True
+                return {"type": "http.request", "body": body, "more_body": False}
+            return await receive()
+
+        await self.app(scope, replay, send)
+
+    async def _reject(self, scope: Scope, receive: Receive, send: Send) -> None:
+        response = problem_response(
+            413, f"The request body is larger than the limit of {self.max_bytes} bytes."
+        )
+        await response(scope, receive, send)
