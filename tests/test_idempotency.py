@@ -1,0 +1,47 @@
+from sqlmodel import func, select
+
+from api.flags.models import Flag
+from tests.factories import flag_body
+
+
+async def test_same_key_same_body_returns_the_first_result(client, world, session):
+    headers = {**world.auth("POLICE-A"), "Idempotency-Key": "wmp-incident-881-v1"}
+    first = await client.post("/v1/flags", json=flag_body(), headers=headers)
+    again = await client.post("/v1/flags", json=flag_body(), headers=headers)
+    assert first.status_code == again.status_code == 201
+    assert again.json() == first.json()
+    assert session.exec(select(func.count()).select_from(Flag)).one() == 1
+
+
+async def test_same_key_reordered_json_is_the_same_body(client, world, session):
+    headers = {**world.auth("POLICE-A"), "Idempotency-Key": "k1",
+               "content-type": "application/json"}
+    import json
+
+    body = flag_body()
+    first = await client.post("/v1/flags", content=json.dumps(body), headers=headers)
+    reordered = json.dumps(dict(reversed(list(body.items()))), indent=2)
+    again = await client.post("/v1/flags", content=reordered, headers=headers)
+    assert again.json()["id"] == first.json()["id"]
+
+
+async def test_same_key_different_body_is_409_and_writes_nothing(client, world, session):
+    headers = {**world.auth("POLICE-A"), "Idempotency-Key": "wmp-incident-881-v1"}
+    await client.post("/v1/flags", json=flag_body(), headers=headers)
+    r = await client.post("/v1/flags", json=flag_body(severity="low"), headers=headers)
+    assert r.status_code == 409
+    assert r.headers["content-type"].startswith("application/problem+json")
+    assert session.exec(select(func.count()).select_from(Flag)).one() == 1
+
+
+async def test_keys_are_per_caller(client, world, session):
+    key = {"Idempotency-Key": "shared-key"}
+    a = await client.post("/v1/flags", json=flag_body(), headers={**world.auth("POLICE-A"), **key})
+    b = await client.post("/v1/flags", json=flag_body(), headers={**world.auth("CSC-A"), **key})
+    assert a.status_code == b.status_code == 201 and a.json()["id"] != b.json()["id"]
+
+
+async def test_without_a_key_each_post_is_new(client, world, session):
+    await client.post("/v1/flags", json=flag_body(), headers=world.auth("POLICE-A"))
+    await client.post("/v1/flags", json=flag_body(), headers=world.auth("POLICE-A"))
+    assert session.exec(select(func.count()).select_from(Flag)).one() == 2
