@@ -1,4 +1,4 @@
-"""The `flagshare` command: serve, db upgrade, users add, agencies add."""
+"""The `flagshare` command: serve, worker, db upgrade, users add, agencies add."""
 
 from __future__ import annotations
 
@@ -49,6 +49,24 @@ def _serve(args, settings: Settings, policy) -> int:
         with _session(settings) as session:
             print(load_demo(session, policy, base_url=f"http://{args.host}:{args.port}"))
     uvicorn.run(app, host=args.host, port=args.port, log_level="info", access_log=False)
+    return 0
+
+
+def _worker(args, settings: Settings, policy) -> int:
+    import signal
+    import threading
+
+    from api.db import make_engine
+    from api.forwarding.worker import DeliveryWorker
+    from api.migrate import upgrade
+
+    upgrade(settings.database_url)
+    engine = make_engine(settings.database_url)
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
+    print("flagshare worker: delivering webhooks and chasing acknowledgements", flush=True)
+    DeliveryWorker(lambda: Session(engine, expire_on_commit=False), settings).run(stop)
     return 0
 
 
@@ -125,6 +143,9 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--demo", action="store_true",
                        help="load demo agencies, people and flags (implies development)")
     serve.set_defaults(handler=_serve)
+
+    worker = sub.add_parser("worker", help="delivery worker and sweeper only (scale-out)")
+    worker.set_defaults(handler=_worker)
 
     db = sub.add_parser("db", help="database schema").add_subparsers(required=True, metavar="ACTION")
     db.add_parser("upgrade", help="apply migrations").set_defaults(handler=_db_upgrade)

@@ -17,6 +17,8 @@ from api.auth.keys import KeyRing
 from api.auth.router import router as auth_router
 from api.db import get_engine
 from api.flags.router import router as flags_router
+from api.forwarding.router import router as forwarding_router
+from api.forwarding.worker import start_in_process
 from api.identity.router import router as identity_router
 from api.policy.loader import load_policy
 from api.settings import Settings, get_settings
@@ -35,7 +37,12 @@ def create_app(settings: Settings | None = None,
     @asynccontextmanager
     async def lifespan(app: FastAPI):
         keyring.ensure_signing_key()
+        stop = None
+        if settings.embedded_worker:
+            _thread, stop = start_in_process(session_factory, settings)
         yield
+        if stop is not None:
+            stop.set()
 
     app = FastAPI(
         title="flagshare",
@@ -48,7 +55,8 @@ def create_app(settings: Settings | None = None,
     app.state.keyring = keyring
     app.state.session_factory = session_factory
     problems.install(app)
-    for router in (auth_router, agencies_router, identity_router, flags_router):
+    for router in (auth_router, agencies_router, identity_router, flags_router,
+                   forwarding_router):
         app.include_router(router)
 
     @app.middleware("http")

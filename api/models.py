@@ -3,12 +3,13 @@
 from api.agencies.models import Agency
 from api.audit.models import AuditEvent
 from api.auth.models import SigningKey, User
+from api.forwarding.models import Delivery, Subscription
 from api.flags.models import Disclosure, Flag, FlagVersion, SharingDecision
 from api.identity.models import LocalIdentifier, Person, PersonLink, Relationship
 from api.idempotency.models import IdempotencyRecord
 
 __all__ = [
-    "Agency", "AuditEvent", "Disclosure", "Flag", "FlagVersion", "IdempotencyRecord",
-    "LocalIdentifier", "Person", "PersonLink", "Relationship", "SharingDecision", "SigningKey",
+    "Agency", "AuditEvent", "Delivery", "Disclosure", "Flag", "FlagVersion", "IdempotencyRecord",
+    "LocalIdentifier", "Person", "PersonLink", "Relationship", "SharingDecision", "SigningKey", "Subscription",
     "User",
 ]

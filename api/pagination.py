@@ -28,17 +28,18 @@ def encode_cursor(key: Any) -> str:
     return base64.urlsafe_b64encode(json.dumps(key).encode()).decode().rstrip("=")
 
 
+def decode_cursor(cursor: str) -> Any:
+    try:
+        return json.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
+    except ValueError as exc:
+        raise invalid("cursor", "not a cursor returned by this service") from exc
+
+
 def _page_params(
     limit: Annotated[int, Query(ge=1, le=500, description="Items per page (max 500)")] = 50,
     cursor: Annotated[str | None, Query(max_length=500, description="next_cursor of the previous page")] = None,
 ) -> PageParams:
-    after = None
-    if cursor:
-        try:
-            after = json.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
-        except ValueError as exc:
-            raise invalid("cursor", "not a cursor returned by this service") from exc
-    return PageParams(limit=limit, after=after)
+    return PageParams(limit=limit, after=decode_cursor(cursor) if cursor else None)
 
 
 PageDep = Annotated[PageParams, Depends(_page_params)]

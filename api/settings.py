@@ -31,6 +31,15 @@ class Settings(BaseSettings):
     audience: str = "flagshare"
     token_ttl_seconds: int = Field(default=900, ge=60, le=86400)
     max_body_bytes: int = Field(default=256 * 1024, ge=1024)
+    # Delivery: run the worker inside `serve` (embedded default) or only in `flagshare worker`.
+    embedded_worker: bool = True
+    webhook_timeout_seconds: float = Field(default=10.0, gt=0, le=60)
+    webhook_max_attempts: int = Field(default=12, ge=1, le=30)
+    # Allow webhook targets on private or loopback addresses outside development.
+    webhook_allow_private: bool = False
+    worker_poll_seconds: float = Field(default=1.0, gt=0, le=60)
+    # How long a claimed delivery is reserved; a killed worker's claims are retried after it.
+    worker_lease_seconds: float = Field(default=60.0, ge=1, le=3600)
     # JSON list of {"issuer", "jwks_url" | "jwks_file"}.
     trusted_issuers: list[TrustedIssuer] = []
 
@@ -58,6 +67,10 @@ class Settings(BaseSettings):
     @property
     def is_sqlite(self) -> bool:
         return self.database_url.startswith("sqlite")
+
+    @property
+    def is_development(self) -> bool:
+        return self.environment == "development"
 
 
 @lru_cache

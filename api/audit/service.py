@@ -43,6 +43,16 @@ def event_hash(event: dict[str, Any]) -> str:
     return hashlib.sha256(canonical(event)).hexdigest()
 
 
+def lock_chain(session: Session) -> None:
+    """Serialise writers until commit: keeps the chain linear and outbox `seq` in commit order.
+
+    PostgreSQL: a transaction-scoped advisory lock (re-entrant within the transaction).
+    SQLite: every transaction already begins IMMEDIATE, holding the write lock.
+    """
+    if session.get_bind().dialect.name == "postgresql":
+        session.exec(text("SELECT pg_advisory_xact_lock(:k)").bindparams(k=_CHAIN_LOCK_ID))
+
+
 def record(
     session: Session,
     *,
@@ -60,8 +70,7 @@ def record(
     policy_version: str | None = None,
 ) -> AuditEvent:
     """Add one chained event to the session's transaction (the caller commits)."""
-    if session.get_bind().dialect.name == "postgresql":
-        session.exec(text("SELECT pg_advisory_xact_lock(:k)").bindparams(k=_CHAIN_LOCK_ID))
+    lock_chain(session)
     head = session.exec(select(AuditEvent).order_by(AuditEvent.seq.desc()).limit(1)).first()
     fields = dict(
         seq=(head.seq + 1) if head else 1,

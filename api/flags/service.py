@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from datetime import timedelta
 
+from fastapi.encoders import jsonable_encoder
 from sqlmodel import Session, or_, select
 
 from api.agencies.models import Agency
@@ -15,6 +16,7 @@ from api.audit import service as audit
 from api.auth.principal import Principal
 from api.db import utcnow
 from api.flags.models import Disclosure, Flag, FlagVersion, SharingDecision
+from api.forwarding import service as forwarding
 from api.flags.schemas import DecisionCreate, FlagCreate, FlagUpdate
 from api.identity import service as identity
 from api.identity.models import Person, PersonLink
@@ -63,7 +65,8 @@ def publish(session: Session, policy: Policy, agency: Agency, body: FlagCreate) 
                  outcome="published", child_id=child.id, flag_id=flag.id, purpose=body.purpose,
                  lawful_basis=basis.cite(), policy_rule=publish_rule.id,
                  policy_version=policy.version)
-    decisions = _decide_and_record(session, policy, flag, version, agency, previous={})
+    decisions = _decide_and_record(session, policy, flag, version, agency, previous={},
+                                   event_type="flag.shared")
     return _published(flag, version, decisions, warnings)
 
 
@@ -98,7 +101,8 @@ def amend(session: Session, policy: Policy, agency: Agency, flag_id: str,
                  purpose=version.purpose, lawful_basis=_cite(version),
                  policy_rule=version.policy_rule, policy_version=policy.version)
     previous = {d.recipient_id: d for d in _shared_disclosures(session, flag.id)}
-    decisions = _decide_and_record(session, policy, flag, version, agency, previous)
+    decisions = _decide_and_record(session, policy, flag, version, agency, previous,
+                                   event_type="flag.updated")
     return _published(flag, version, decisions, warnings)
 
 
@@ -166,16 +170,19 @@ def record_decision(session: Session, policy: Policy, principal: Principal, flag
         already = [d for d in _shared_disclosures(session, flag.id)
                    if d.recipient_id == recipient.id and d.flag_version == version.version]
         if not already:
+            child = session.get(Person, flag.child_id)
             _disclose(session, policy, flag, version, recipient.id, True,
                       f"practitioner decision: {body.reason}", None, MINIMUM_FIELDS,
-                      policy.defaults.acknowledge_within_hours)
+                      policy.defaults.acknowledge_within_hours, event_id=forwarding.new_event_id(),
+                      event_type="flag.shared", child=child, areas=[recipient.area])
     session.flush()
     return decision
 
 
 # --- helpers -----------------------------------------------------------------------------
 
-def _decide_and_record(session, policy, flag, version, publisher, previous):
+def _decide_and_record(session, policy, flag, version, publisher, previous, event_type):
+    """Decide each recipient, record the decision, and queue a delivery for each share."""
     child = session.get(Person, flag.child_id)
     context = child_context(session, child, publisher.area)
     candidates = _candidates(session, policy, flag.category, context)
@@ -194,20 +201,37 @@ def _decide_and_record(session, policy, flag, version, publisher, previous):
             decisions.append(rules.RecipientDecision(
                 agency_id, True, earlier.policy_rule, "received an earlier version of this flag",
                 tuple(earlier.fields)))
+    event_id = forwarding.new_event_id()
     for d in decisions:
         _disclose(session, policy, flag, version, d.agency_id, d.shared, d.reason, d.rule_id,
-                  list(d.fields), d.acknowledge_within_hours)
+                  list(d.fields), d.acknowledge_within_hours, event_id=event_id,
+                  event_type=event_type, child=child, areas=context.areas)
     return decisions
 
 
 def _disclose(session, policy, flag, version, recipient_id, shared, reason, rule_id, fields,
-              ack_hours):
+              ack_hours, *, event_id, event_type, child, areas):
+    """Record one recipient decision; a share also goes to the outbox in this transaction."""
     now = utcnow()
-    session.add(Disclosure(
+    disclosure = Disclosure(
         flag_id=flag.id, flag_version=version.version, recipient_id=recipient_id, shared=shared,
         reason=reason, policy_rule=rule_id, policy_version=policy.version, fields=fields,
         acknowledge_by=now + timedelta(hours=ack_hours) if shared and ack_hours else None,
-    ))
+    )
+    session.add(disclosure)
+    session.flush()
+    if shared:
+        data = {
+            "flag": _flag_out(session, flag, version, set(fields)),
+            "child": _child_identity(child),
+            "shared_under": {"policy_rule": rule_id, "policy_version": policy.version,
+                             "reason": reason, "fields": fields,
+                             "acknowledge_by": disclosure.acknowledge_by},
+        }
+        forwarding.enqueue(session, event_id=event_id, event_type=event_type,
+                           recipient_id=recipient_id, data=jsonable_encoder(data),
+                           category=flag.category, areas=areas, flag_id=flag.id,
+                           disclosure_id=disclosure.id, acknowledge_by=disclosure.acknowledge_by)
     audit.record(session, actor=flag.publisher_id, actor_agency=flag.publisher_id,
                  action="flag.disclose" if shared else "flag.withhold",
                  outcome="shared" if shared else "not_shared", child_id=flag.child_id,
@@ -319,6 +343,16 @@ def _sharing_lists(session, flag, version) -> dict:
         "shared_with": sorted(d.recipient_id for d in rows if d.shared),
         "not_shared": [{"agency": d.recipient_id, "reason": d.reason}
                        for d in sorted(rows, key=lambda d: d.recipient_id) if not d.shared],
+    }
+
+
+def _child_identity(child: Person) -> dict:
+    """Enough for a recipient to match the child in its own records."""
+    return {
+        "child_id": child.id, "nhs_number": child.nhs_number, "given_name": child.given_name,
+        "family_name": child.family_name, "birth_date": child.birth_date,
+        "unborn": child.unborn, "mother_nhs_number": child.mother_nhs_number,
+        "expected_delivery_date": child.expected_delivery_date,
     }
 
 

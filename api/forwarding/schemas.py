@@ -1,0 +1,107 @@
+from __future__ import annotations
+
+import base64
+from datetime import datetime
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+
+class WebhookDelivery(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    mode: Literal["webhook"]
+    url: str = Field(max_length=2000)
+    secret: str | None = Field(default=None, max_length=200,
+                               description="whsec_ + base64 of 24-64 random bytes; generated "
+                               "and returned once if absent")
+
+    @field_validator("secret")
+    @classmethod
+    def _whsec(cls, v: str | None) -> str | None:
+        if v is None:
+            return v
+        if not v.startswith("whsec_"):
+            raise ValueError("must start with whsec_")
+        try:
+            raw = base64.b64decode(v.removeprefix("whsec_"), validate=True)
+        except ValueError as exc:
+            raise ValueError("must be whsec_ followed by base64") from exc
+        if not 24 <= len(raw) <= 64:
+            raise ValueError("must encode 24 to 64 random bytes")
+        return v
+
+
+class FeedDelivery(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    mode: Literal["feed"]
+
+
+class SubscriptionCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    categories: list[str] | None = Field(default=None, max_length=100)
+    areas: list[str] | None = Field(default=None, max_length=200)
+    delivery: Annotated[WebhookDelivery | FeedDelivery, Field(discriminator="mode")]
+
+
+class SubscriptionOut(BaseModel):
+    id: str
+    agency: str
+    categories: list[str] | None
+    areas: list[str] | None
+    delivery: dict[str, Any]
+    active: bool
+    disabled_reason: str | None = None
+    created_at: datetime
+    secret: str | None = Field(default=None, description="Only in the response that created it")
+
+
+class Event(BaseModel):
+    id: str
+    type: Literal["flag.shared", "flag.updated", "transfer.created", "transfer.not_picked_up",
+                  "transfer.accepted", "move.suspected", "delivery.unacknowledged",
+                  "child.accessed", "match.proposed", "household.risk_joined", "sibling.flagged"]
+    occurred_at: datetime
+    data: dict[str, Any]
+
+
+class FeedItem(BaseModel):
+    delivery_id: str
+    event: Event
+
+
+class FeedPage(BaseModel):
+    items: list[FeedItem]
+    next_cursor: str | None = Field(description="Pass back to resume after the last item")
+
+
+class AckCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    status: Literal["received", "actioned"]
+    outcome: str | None = Field(default=None, max_length=4000,
+                                description="What the recipient did, for the publisher")
+
+
+class AckOut(BaseModel):
+    delivery_id: str
+    status: str
+    outcome: str | None
+    acked_at: datetime
+
+
+class DeliveryStatus(BaseModel):
+    delivery_id: str
+    recipient: str
+    event_type: str
+    flag_version: int | None
+    mode: str
+    status: Literal["queued", "delivered", "received", "actioned", "dead"]
+    attempts: int
+    last_error: str | None
+    delivered_at: datetime | None
+    acknowledge_by: datetime | None
+    ack_outcome: str | None
+    acked_at: datetime | None

@@ -1,0 +1,166 @@
+"""Subscriptions, the outbox, the pull feed and acknowledgements."""
+
+from __future__ import annotations
+
+import base64
+import secrets
+import uuid
+from collections.abc import Iterable
+from datetime import datetime
+
+from sqlmodel import Session, select
+
+from api.agencies.models import Agency
+from api.agencies.service import check_area
+from api.audit import service as audit
+from api.db import utcnow
+from api.forwarding.models import Delivery, Subscription
+from api.forwarding.schemas import AckCreate, SubscriptionCreate
+from api.forwarding.targets import TargetRefused, check_url
+from api.policy.loader import Policy
+from api.problems import ProblemError, invalid, not_found
+from api.settings import Settings
+
+
+def new_event_id() -> str:
+    return "evt_" + uuid.uuid4().hex
+
+
+def subscribe(session: Session, policy: Policy, settings: Settings, agency: Agency,
+              body: SubscriptionCreate) -> tuple[Subscription, str | None]:
+    for i, category in enumerate(body.categories or []):
+        if category not in policy.categories:
+            raise invalid(f"categories.{i}", f"unknown category {category!r}")
+    for i, area in enumerate(body.areas or []):
+        check_area(session, policy, area, field=f"areas.{i}")
+    secret = None
+    if body.delivery.mode == "webhook":
+        try:
+            check_url(body.delivery.url, settings, resolve=False)
+        except TargetRefused as exc:
+            raise invalid("delivery.url", str(exc)) from exc
+        secret = body.delivery.secret or "whsec_" + base64.b64encode(
+            secrets.token_bytes(32)).decode()
+    sub = Subscription(agency_id=agency.id, categories=body.categories, areas=body.areas,
+                       mode=body.delivery.mode,
+                       url=getattr(body.delivery, "url", None), secret=secret)
+    session.add(sub)
+    session.flush()
+    return sub, secret
+
+
+def unsubscribe(session: Session, agency: Agency, subscription_id: str) -> None:
+    sub = session.get(Subscription, subscription_id)
+    if sub is None or sub.agency_id != agency.id or not sub.active:
+        raise not_found("subscription")
+    sub.active, sub.disabled_reason = False, "deleted by the agency"
+    session.add(sub)
+
+
+def enqueue(
+    session: Session,
+    *,
+    event_id: str,
+    event_type: str,
+    recipient_id: str,
+    data: dict,
+    occurred_at: datetime | None = None,
+    category: str | None = None,
+    areas: Iterable[str] = (),
+    flag_id: str | None = None,
+    disclosure_id: str | None = None,
+    acknowledge_by: datetime | None = None,
+) -> Delivery | None:
+    """Write one recipient's copy of an event to the outbox, routed by its subscriptions.
+
+    An agency with no subscription still gets everything it is entitled to in its feed, so
+    nothing is lost for want of set-up; one with subscriptions gets only what they select.
+    """
+    route = _route(session, recipient_id, category, set(areas))
+    if route is None:
+        return None
+    mode, subscription_id = route
+    audit.lock_chain(session)  # keeps feed `seq` in commit order
+    event = {"id": event_id, "type": event_type,
+             "occurred_at": (occurred_at or utcnow()).isoformat(), "data": data}
+    delivery = Delivery(id="msg_" + uuid.uuid4().hex, event_id=event_id, event_type=event_type,
+                        recipient_id=recipient_id, subscription_id=subscription_id, mode=mode,
+                        payload=event, flag_id=flag_id, disclosure_id=disclosure_id,
+                        acknowledge_by=acknowledge_by)
+    session.add(delivery)
+    session.flush()
+    return delivery
+
+
+def _route(session: Session, recipient_id: str, category: str | None,
+           areas: set[str]) -> tuple[str, str | None] | None:
+    subs = session.exec(select(Subscription).where(
+        Subscription.agency_id == recipient_id, Subscription.active.is_(True))
+        .order_by(Subscription.created_at)).all()
+    if not subs:
+        return "feed", None
+    for sub in subs:
+        if category is not None and sub.categories is not None and category not in sub.categories:
+            continue
+        if areas and sub.areas is not None and not areas & set(sub.areas):
+            continue
+        return sub.mode, sub.id
+    return None
+
+
+def read_feed(session: Session, agency_id: str, after: int, limit: int) -> list[Delivery]:
+    """The agency's feed items after a position; first reads mark them delivered."""
+    rows = session.exec(select(Delivery).where(
+        Delivery.recipient_id == agency_id, Delivery.mode == "feed", Delivery.seq > after)
+        .order_by(Delivery.seq).limit(limit)).all()
+    fresh = [d for d in rows if d.status == "queued"]
+    if fresh:
+        now = utcnow()
+        for d in fresh:
+            d.status, d.delivered_at, d.attempts = "delivered", now, d.attempts + 1
+            session.add(d)
+            record_handover(session, d, "feed")
+        session.commit()
+    return list(rows)
+
+
+def record_handover(session: Session, delivery: Delivery, channel: str) -> None:
+    """Each handed-over delivery is a disclosure event citing purpose, basis and rule."""
+    from api.flags.models import Disclosure, Flag, FlagVersion
+
+    purpose = lawful_basis = rule = version = None
+    child_id = None
+    if delivery.disclosure_id:
+        disclosure = session.get(Disclosure, delivery.disclosure_id)
+        flag = session.get(Flag, disclosure.flag_id)
+        fv = session.get(FlagVersion, (disclosure.flag_id, disclosure.flag_version))
+        purpose, rule, version, child_id = (fv.purpose, disclosure.policy_rule,
+                                            disclosure.policy_version, flag.child_id)
+        lawful_basis = " + ".join(p for p in (fv.article6, fv.article9, fv.dpa2018) if p)
+    audit.record(session, actor="flagshare", action="delivery.handover",
+                 outcome=f"{delivery.event_type} via {channel}", child_id=child_id,
+                 flag_id=delivery.flag_id, recipient=delivery.recipient_id, purpose=purpose,
+                 lawful_basis=lawful_basis, policy_rule=rule, policy_version=version,
+                 reason=delivery.id)
+
+
+def acknowledge(session: Session, agency: Agency, delivery_id: str, body: AckCreate) -> Delivery:
+    delivery = session.exec(select(Delivery).where(Delivery.id == delivery_id)).first()
+    if delivery is None or delivery.recipient_id != agency.id:
+        raise not_found("delivery")
+    if delivery.ack_status == "actioned" and body.status == "received":
+        raise ProblemError(409, "This delivery was already acknowledged as actioned.")
+    delivery.ack_status, delivery.acked_at = body.status, utcnow()
+    if body.outcome is not None:
+        delivery.ack_outcome = body.outcome
+    if delivery.status == "queued":  # acknowledged before the worker saw the 2xx settle
+        delivery.status, delivery.delivered_at = "delivered", delivery.acked_at
+    session.add(delivery)
+    audit.record(session, actor=agency.id, actor_agency=agency.id, action="delivery.ack",
+                 outcome=body.status, flag_id=delivery.flag_id, recipient=agency.id,
+                 reason=delivery.id)
+    return delivery
+
+
+def delivery_status(d: Delivery) -> str:
+    return d.ack_status or d.status

@@ -1,0 +1,248 @@
+"""The delivery worker: sends queued webhooks and chases unacknowledged deliveries.
+
+Work is claimed with a short lease (`SELECT ... FOR UPDATE SKIP LOCKED` on PostgreSQL, so
+several workers share the queue without sending the same delivery twice); the send happens
+outside any transaction; the result is settled in a new one. A worker killed mid-batch leaves
+leases that expire, and the deliveries are sent again with the same webhook-id: at least once.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import json
+import logging
+import random
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+import httpx
+from sqlalchemy import update
+from sqlmodel import Session, or_, select
+from standardwebhooks.webhooks import Webhook
+
+from api.agencies.models import Agency
+from api.db import utcnow
+from api.forwarding import service
+from api.forwarding.models import Delivery, Subscription
+from api.forwarding.targets import TargetRefused, check_url
+from api.settings import Settings
+
+log = logging.getLogger("flagshare.worker")
+# Seconds before attempt n+1: minutes at first, then hours; about a day end to end.
+BACKOFF = [5, 30, 120, 600, 1800, 3600, 7200, 14400, 21600, 28800]
+MAX_RETRY_AFTER = 86400
+FLAG_EVENTS = ("flag.shared", "flag.updated")
+
+
+@dataclass(frozen=True)
+class Claimed:
+    seq: int
+    delivery_id: str
+    url: str
+    secret: str
+    body: str
+
+
+@dataclass(frozen=True)
+class Outcome:
+    status_code: int | None
+    error: str | None = None
+    retry_after: float | None = None
+
+
+def backoff_seconds(attempts: int) -> float:
+    """Exponential backoff with +-20 % jitter so retries from many deliveries spread out."""
+    base = BACKOFF[min(attempts - 1, len(BACKOFF) - 1)]
+    return base * random.uniform(0.8, 1.2)
+
+
+def parse_retry_after(value: str | None, now: datetime) -> float | None:
+    if not value:
+        return None
+    if value.strip().isdigit():
+        return min(float(value), MAX_RETRY_AFTER)
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return min(max((when - now).total_seconds(), 0.0), MAX_RETRY_AFTER)
+
+
+def serialise(payload: dict) -> str:
+    return json.dumps(payload, separators=(",", ":"), ensure_ascii=False, sort_keys=True)
+
+
+class DeliveryWorker:
+    def __init__(self, session_factory: Callable[[], Session], settings: Settings,
+                 http: httpx.Client | None = None):
+        self.session_factory = session_factory
+        self.settings = settings
+        self.http = http or httpx.Client(timeout=settings.webhook_timeout_seconds,
+                                         follow_redirects=False)
+
+    # --- one pass -------------------------------------------------------------------------
+
+    def run_once(self, batch: int = 50) -> int:
+        """Send what is due, then escalate silence; returns the number of sends attempted."""
+        claimed = self.claim(batch)
+        for item in claimed:
+            self.settle(item, self.send(item))
+        self.escalate()
+        return len(claimed)
+
+    def run(self, stop: threading.Event) -> None:
+        while not stop.is_set():
+            try:
+                busy = self.run_once()
+            except Exception:  # a database blip must not kill the worker; it retries
+                log.exception("delivery pass failed")
+                busy = 0
+            if not busy:
+                stop.wait(self.settings.worker_poll_seconds)
+
+    def claim(self, limit: int) -> list[Claimed]:
+        now = utcnow()
+        with self.session_factory() as session:
+            rows = session.exec(
+                select(Delivery, Subscription)
+                .join(Subscription, Subscription.id == Delivery.subscription_id)
+                .where(Delivery.status == "queued", Delivery.mode == "webhook",
+                       Delivery.next_attempt_at <= now,
+                       or_(Delivery.lease_until.is_(None), Delivery.lease_until < now))
+                .order_by(Delivery.seq).limit(limit)
+                .with_for_update(skip_locked=True, of=Delivery)
+            ).all()
+            claimed = []
+            for delivery, sub in rows:
+                delivery.lease_until = now + timedelta(seconds=self.settings.worker_lease_seconds)
+                session.add(delivery)
+                claimed.append(Claimed(delivery.seq, delivery.id, sub.url, sub.secret,
+                                       serialise(delivery.payload)))
+            session.commit()
+        return claimed
+
+    def send(self, item: Claimed) -> Outcome:
+        try:
+            check_url(item.url, self.settings, resolve=True)
+        except TargetRefused as exc:
+            return Outcome(None, f"target refused: {exc}")
+        now = utcnow()
+        signature = Webhook(item.secret).sign(item.delivery_id, now, item.body)
+        headers = {
+            "content-type": "application/json",
+            "user-agent": "flagshare-webhooks/1",
+            "webhook-id": item.delivery_id,
+            "webhook-timestamp": str(int(now.timestamp())),
+            "webhook-signature": signature,
+        }
+        try:
+            resp = self.http.post(item.url, content=item.body.encode(), headers=headers)
+        except httpx.HTTPError as exc:
+            return Outcome(None, f"{type(exc).__name__}: {exc}"[:500])
+        return Outcome(resp.status_code, None if resp.is_success else f"HTTP {resp.status_code}",
+                       parse_retry_after(resp.headers.get("retry-after"), now))
+
+    def settle(self, item: Claimed, outcome: Outcome) -> None:
+        now = utcnow()
+        with self.session_factory() as session:
+            delivery = session.get(Delivery, item.seq)
+            delivery.lease_until = None
+            delivery.attempts += 1
+            if outcome.status_code is not None and 200 <= outcome.status_code < 300:
+                delivery.status, delivery.delivered_at, delivery.last_error = "delivered", now, None
+                service.record_handover(session, delivery, "webhook")
+            elif outcome.status_code == 410:
+                self._gone(session, delivery)
+            elif delivery.attempts >= self.settings.webhook_max_attempts:
+                delivery.status, delivery.last_error = "dead", outcome.error
+                if delivery.event_type in FLAG_EVENTS:
+                    alert_unacknowledged(session, delivery, "could not be delivered after "
+                                         f"{delivery.attempts} attempts ({outcome.error})")
+            else:
+                wait = max(backoff_seconds(delivery.attempts), outcome.retry_after or 0)
+                delivery.next_attempt_at = now + timedelta(seconds=wait)
+                delivery.last_error = outcome.error
+            session.add(delivery)
+            session.commit()
+
+    @staticmethod
+    def _gone(session: Session, delivery: Delivery) -> None:
+        """410: the receiver asks to stop. Disable the subscription; its items move to the feed."""
+        sub = session.get(Subscription, delivery.subscription_id)
+        sub.active, sub.disabled_reason = False, "the receiver answered 410 Gone"
+        session.add(sub)
+        session.exec(update(Delivery)
+                     .where(Delivery.subscription_id == sub.id, Delivery.status == "queued")
+                     .values(mode="feed", subscription_id=None, lease_until=None))
+        delivery.mode, delivery.subscription_id = "feed", None
+        delivery.last_error = "HTTP 410: subscription disabled; available in the feed"
+
+    # --- escalation -----------------------------------------------------------------------
+
+    def escalate(self) -> int:
+        """`delivery.unacknowledged` once per elapsed window, even with several workers."""
+        now = utcnow()
+        with self.session_factory() as session:
+            due = session.exec(select(Delivery).where(
+                Delivery.ack_status.is_(None), Delivery.acknowledge_by <= now,
+                Delivery.status != "dead", Delivery.event_type.in_(FLAG_EVENTS))
+                .order_by(Delivery.seq).limit(200)).all()
+            candidates = [(d.seq, d.escalations_sent, windows_elapsed(d, now)) for d in due]
+        sent = 0
+        for seq, already, windows in candidates:
+            if windows <= already:
+                continue
+            with self.session_factory() as session:
+                claimed = session.exec(update(Delivery).where(
+                    Delivery.seq == seq, Delivery.escalations_sent == already)
+                    .values(escalations_sent=windows))
+                if claimed.rowcount != 1:  # another worker took this window
+                    session.rollback()
+                    continue
+                delivery = session.get(Delivery, seq)
+                alert_unacknowledged(session, delivery, "not acknowledged by "
+                                     f"{delivery.acknowledge_by.isoformat()}")
+                session.commit()
+                sent += 1
+        return sent
+
+
+def windows_elapsed(delivery: Delivery, now: datetime) -> int:
+    """How many acknowledgement windows have passed since the deadline, counting the first."""
+    window = max((delivery.acknowledge_by - delivery.created_at).total_seconds(), 60.0)
+    return 1 + int((now - delivery.acknowledge_by).total_seconds() // window)
+
+
+def alert_unacknowledged(session: Session, delivery: Delivery, reason: str) -> None:
+    """Tell the publisher and the recipient area's MASH; no flag content travels."""
+    from api.flags.models import Flag
+
+    flag = session.get(Flag, delivery.flag_id)
+    recipient = session.get(Agency, delivery.recipient_id)
+    data = {
+        "delivery_id": delivery.id, "flag_id": flag.id, "child_id": flag.child_id,
+        "category": flag.category, "recipient": recipient.id, "recipient_name": recipient.name,
+        "recipient_area": recipient.area, "sent_at": delivery.created_at.isoformat(),
+        "acknowledge_by": delivery.acknowledge_by.isoformat() if delivery.acknowledge_by else None,
+        "delivery_status": delivery.status, "attempts": delivery.attempts, "reason": reason,
+    }
+    mash = session.exec(select(Agency.id).where(Agency.kind == "mash",
+                                                Agency.area == recipient.area)).all()
+    event_id = service.new_event_id()
+    for target in dict.fromkeys([flag.publisher_id, *mash]):
+        if target != recipient.id:
+            service.enqueue(session, event_id=event_id, event_type="delivery.unacknowledged",
+                            recipient_id=target, data=data, areas=[recipient.area],
+                            flag_id=flag.id)
+
+
+def start_in_process(session_factory, settings: Settings) -> tuple[threading.Thread, threading.Event]:
+    """The embedded default: the worker runs beside the API in a daemon thread."""
+    stop = threading.Event()
+    worker = DeliveryWorker(session_factory, settings)
+    thread = threading.Thread(target=worker.run, args=(stop,), name="flagshare-worker",
+                              daemon=True)
+    thread.start()
+    return thread, stop

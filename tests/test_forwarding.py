@@ -1,0 +1,321 @@
+"""Forwarding: subscriptions, signed webhooks to real loopback receivers, feed, acks, escalation."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pytest
+from sqlalchemy import update
+from sqlmodel import select
+from standardwebhooks.webhooks import Webhook
+
+from api.db import utcnow
+from api.forwarding.models import Delivery, Subscription
+from api.forwarding.targets import TargetRefused, check_url
+from api.forwarding.worker import DeliveryWorker, parse_retry_after
+from tests.factories import NHS, flag_body, relationship_body
+from tests.receiver import Receiver
+
+
+@pytest.fixture
+async def child(client, world):
+    for agency, kind in (("GP-A", "registered_gp"), ("SCHOOL-A", "school")):
+        r = await client.post("/v1/relationships", json=relationship_body(kind),
+                              headers=world.auth(agency))
+        assert r.status_code == 201
+    return r.json()["child_id"]
+
+
+@pytest.fixture
+def worker(app, settings):
+    return DeliveryWorker(app.state.session_factory, settings)
+
+
+async def subscribe(client, world, who, delivery, **extra):
+    r = await client.post("/v1/subscriptions", json={"delivery": delivery, **extra},
+                          headers=world.auth(who))
+    assert r.status_code == 201, r.text
+    return r.json()
+
+
+async def publish(client, world, who="POLICE-A", **override):
+    r = await client.post("/v1/flags", json=flag_body(**override), headers=world.auth(who))
+    assert r.status_code == 201, r.text
+    return r.json()
+
+
+async def feed(client, world, who, **params):
+    r = await client.get("/v1/feed", params=params, headers=world.auth(who))
+    assert r.status_code == 200, r.text
+    return r.json()
+
+
+def make_due(session):
+    """Time travel for retries: every queued delivery is due now."""
+    session.exec(update(Delivery).values(next_attempt_at=utcnow() - timedelta(seconds=1)))
+    session.commit()
+
+
+# --- webhooks -----------------------------------------------------------------------------
+
+async def test_webhooks_are_signed_and_carry_only_allowed_fields(client, world, child, worker,
+                                                                 session):
+    with Receiver() as school_rx, Receiver() as csc_rx:
+        school = await subscribe(client, world, "SCHOOL-A", {"mode": "webhook",
+                                                             "url": school_rx.url})
+        csc = await subscribe(client, world, "CSC-A", {"mode": "webhook", "url": csc_rx.url})
+        assert school["secret"].startswith("whsec_")
+        flag = await publish(client, world)
+        assert worker.run_once() >= 2
+        [to_school], [to_csc] = school_rx.requests, csc_rx.requests
+    # The stock Standard Webhooks library verifies what we sent.
+    event = Webhook(school["secret"]).verify(to_school.body, to_school.headers)
+    Webhook(csc["secret"]).verify(to_csc.body, to_csc.headers)
+    with pytest.raises(Exception):
+        Webhook(csc["secret"]).verify(to_school.body, to_school.headers)
+    assert event["type"] == "flag.shared" and event["data"]["flag"]["id"] == flag["id"]
+    assert event["data"]["child"]["nhs_number"] == NHS[0]
+    assert "details" not in event["data"]["flag"] and "related_people" not in event["data"]["flag"]
+    assert to_csc.event["data"]["flag"]["details"].startswith("Partner arrested")
+    assert to_school.event["id"] == to_csc.event["id"]  # one event, two deliveries
+    assert to_school.headers["webhook-id"] != to_csc.headers["webhook-id"]
+    statuses = (await client.get(f"/v1/flags/{flag['id']}/deliveries",
+                                 headers=world.auth("POLICE-A"))).json()["items"]
+    by_recipient = {s["recipient"]: s for s in statuses}
+    assert by_recipient["SCHOOL-A"]["delivery_id"] == to_school.headers["webhook-id"]
+    assert by_recipient["SCHOOL-A"]["status"] == "delivered"
+
+
+async def test_failed_sends_retry_with_the_same_webhook_id(client, world, child, worker, session):
+    responses = {0: (500, {}), 1: (503, {"Retry-After": "1"})}
+    with Receiver(lambda n: responses.get(n, (200, {}))) as rx:
+        await subscribe(client, world, "SCHOOL-A", {"mode": "webhook", "url": rx.url})
+        await publish(client, world)
+        for _ in range(3):
+            worker.run_once()
+            make_due(session)
+        ids = rx.ids()
+    assert len(ids) == 3 and len(set(ids)) == 1
+    delivery = session.exec(select(Delivery).where(Delivery.id == ids[0])).one()
+    session.refresh(delivery)
+    assert delivery.status == "delivered" and delivery.attempts == 3
+
+
+async def test_backoff_and_retry_after(client, world, child, worker, session):
+    with Receiver(lambda n: (503, {"Retry-After": "7200"})) as rx:
+        await subscribe(client, world, "SCHOOL-A", {"mode": "webhook", "url": rx.url})
+        await publish(client, world)
+        worker.run_once()
+    delivery = session.exec(select(Delivery).where(Delivery.recipient_id == "SCHOOL-A")).one()
+    session.refresh(delivery)
+    wait = (delivery.next_attempt_at - utcnow()).total_seconds()
+    assert 7000 < wait <= 7200 and delivery.status == "queued"
+    assert delivery.last_error == "HTTP 503"
+    assert parse_retry_after("Wed, 21 Oct 2015 07:28:00 GMT", utcnow()) == 0.0
+
+
+async def test_gone_disables_the_subscription_and_keeps_the_item(client, world, child, worker,
+                                                                 session):
+    with Receiver(lambda n: (410, {})) as rx:
+        sub = await subscribe(client, world, "SCHOOL-A", {"mode": "webhook", "url": rx.url})
+        flag = await publish(client, world)
+        worker.run_once()
+    stored = session.get(Subscription, sub["id"])
+    session.refresh(stored)
+    assert not stored.active and "410" in stored.disabled_reason
+    items = (await feed(client, world, "SCHOOL-A"))["items"]
+    assert [i["event"]["data"]["flag"]["id"] for i in items] == [flag["id"]]
+
+
+async def test_dead_letter_alerts_publisher_and_mash(client, world, child, app, settings, session):
+    worker = DeliveryWorker(app.state.session_factory,
+                            settings.model_copy(update={"webhook_max_attempts": 2}))
+    with Receiver(lambda n: (500, {})) as rx:
+        await subscribe(client, world, "SCHOOL-A", {"mode": "webhook", "url": rx.url})
+        flag = await publish(client, world)
+        worker.run_once()
+        make_due(session)
+        worker.run_once()
+        assert len(rx.requests) == 2
+    dead = session.exec(select(Delivery).where(Delivery.recipient_id == "SCHOOL-A")).one()
+    session.refresh(dead)
+    assert dead.status == "dead"
+    for who in ("POLICE-A", "MASH-A"):
+        alerts = [i["event"] for i in (await feed(client, world, who))["items"]
+                  if i["event"]["type"] == "delivery.unacknowledged"]
+        assert len(alerts) == 1, who
+        data = alerts[0]["data"]
+        assert data["flag_id"] == flag["id"] and data["recipient"] == "SCHOOL-A"
+        assert "summary" not in str(data) and "could not be delivered" in data["reason"]
+
+
+# --- subscriptions narrow, never widen ----------------------------------------------------
+
+async def test_subscription_narrows_what_is_sent(client, world, child, worker, session):
+    await subscribe(client, world, "SCHOOL-A", {"mode": "feed"}, categories=["missing_episode"])
+    await publish(client, world)  # a domestic abuse incident: not in the school's selection
+    assert (await feed(client, world, "SCHOOL-A"))["items"] == []
+    await publish(client, world, category="missing_episode",
+                  summary="Amelia was reported missing from home for six hours overnight and "
+                          "was found by police at a stranger's flat.")
+    items = (await feed(client, world, "SCHOOL-A"))["items"]
+    assert [i["event"]["data"]["flag"]["category"] for i in items] == ["missing_episode"]
+
+
+async def test_subscription_cannot_widen_the_policy(client, world, child, session):
+    # The policy never gives parental mental health to schools; subscribing changes nothing.
+    await subscribe(client, world, "SCHOOL-A", {"mode": "feed"},
+                    categories=["parental_mental_health"])
+    await publish(client, world, who="GP-A", category="parental_mental_health",
+                  summary="Amelia's mother was admitted to a mental health ward today; Amelia "
+                          "is staying with her grandmother.")
+    assert (await feed(client, world, "SCHOOL-A"))["items"] == []
+
+
+@pytest.mark.parametrize("body, field", [
+    ({"delivery": {"mode": "webhook", "url": "ftp://x.example/h"}}, "delivery.url"),
+    ({"delivery": {"mode": "webhook", "url": "https://x.example/h", "secret": "abc"}},
+     "delivery.webhook.secret"),
+    ({"delivery": {"mode": "pigeon"}}, "delivery"),
+    ({"delivery": {"mode": "feed"}, "categories": ["weather"]}, "categories.0"),
+    ({"delivery": {"mode": "feed"}, "areas": ["E06999999"]}, "areas.0"),
+])
+async def test_bad_subscriptions_are_422(client, world, session, body, field):
+    r = await client.post("/v1/subscriptions", json=body, headers=world.auth("SCHOOL-A"))
+    assert r.status_code == 422, r.text
+    assert any(e["field"].startswith(field.split(".")[0]) for e in r.json()["errors"])
+    assert session.exec(select(Subscription)).all() == []
+
+
+def test_ssrf_guard_outside_development(settings):
+    prod = settings.model_copy(update={"environment": "production"})
+    for url in ("http://hooks.example.org/x", "https://127.0.0.1/x", "https://10.1.2.3/x",
+                "https://[::1]/x", "https://localhost/x", "https://169.254.169.254/latest"):
+        with pytest.raises(TargetRefused):
+            check_url(url, prod, resolve=False)
+    check_url("https://8.8.8.8/x", prod, resolve=False)  # a public address is fine
+    check_url("http://127.0.0.1:9/x", settings, resolve=False)  # development allows loopback
+    allowed = prod.model_copy(update={"webhook_allow_private": True})
+    check_url("https://10.1.2.3/x", allowed, resolve=False)
+
+
+async def test_subscriptions_are_private_to_their_agency(client, world, session):
+    sub = await subscribe(client, world, "SCHOOL-A", {"mode": "feed"})
+    mine = (await client.get("/v1/subscriptions", headers=world.auth("SCHOOL-A"))).json()
+    theirs = (await client.get("/v1/subscriptions", headers=world.auth("SCHOOL-A2"))).json()
+    assert [s["id"] for s in mine["items"]] == [sub["id"]] and theirs["items"] == []
+    assert "secret" not in mine["items"][0]
+    r = await client.delete(f"/v1/subscriptions/{sub['id']}", headers=world.auth("SCHOOL-A2"))
+    assert r.status_code == 404
+    assert (await client.delete(f"/v1/subscriptions/{sub['id']}",
+                                headers=world.auth("SCHOOL-A"))).status_code == 204
+    assert (await client.post("/v1/subscriptions", json={"delivery": {"mode": "feed"}},
+                              headers=world.auth("mash.a"))).status_code == 403
+
+
+# --- feed ---------------------------------------------------------------------------------
+
+async def test_feed_pages_resume_exactly_where_they_stopped(client, world, child, session):
+    published = [(await publish(client, world, summary=f"Incident number {i}: police attended "
+                                "and Amelia was present, frightened but unhurt."))["id"]
+                 for i in range(5)]
+    seen, cursor = [], None
+    while True:
+        page = await feed(client, world, "SCHOOL-A", limit=2, **({"cursor": cursor} if cursor else {}))
+        if not page["items"]:
+            break
+        seen += [i["event"]["data"]["flag"]["id"] for i in page["items"]]
+        cursor = page["next_cursor"]
+    assert seen == published
+    later = await publish(client, world)
+    page = await feed(client, world, "SCHOOL-A", cursor=cursor)
+    assert [i["event"]["data"]["flag"]["id"] for i in page["items"]] == [later["id"]]
+    assert (await feed(client, world, "SCHOOL-A2"))["items"] == []
+    bad = await client.get("/v1/feed", params={"cursor": "!!"}, headers=world.auth("SCHOOL-A"))
+    assert bad.status_code == 422
+
+
+async def test_feed_long_poll_waits_then_returns_empty(client, world, session):
+    import time
+
+    start = time.monotonic()
+    page = await feed(client, world, "SCHOOL-A", wait=0.6)
+    assert page["items"] == [] and time.monotonic() - start >= 0.5
+    r = await client.get("/v1/feed", params={"wait": 31}, headers=world.auth("SCHOOL-A"))
+    assert r.status_code == 422
+
+
+async def test_feed_needs_an_agency_token(client, world):
+    assert (await client.get("/v1/feed", headers=world.auth("mash.a"))).status_code == 403
+    assert (await client.get("/v1/feed")).status_code == 401
+
+
+# --- acknowledgements and escalation ------------------------------------------------------
+
+async def test_acks_are_seen_by_the_publisher(client, world, child, session):
+    flag = await publish(client, world)
+    item = (await feed(client, world, "SCHOOL-A"))["items"][0]
+    did = item["delivery_id"]
+    url = f"/v1/deliveries/{did}/ack"
+    assert (await client.post(url, json={"status": "received"},
+                              headers=world.auth("SCHOOL-A2"))).status_code == 404
+    assert (await client.post(url, json={"status": "received"},
+                              headers=world.auth("SCHOOL-A"))).status_code == 200
+    done = await client.post(url, json={"status": "actioned", "outcome": "DSL spoke to Amelia "
+                                        "at the start of the school day; she is safe."},
+                             headers=world.auth("SCHOOL-A"))
+    assert done.status_code == 200 and done.json()["status"] == "actioned"
+    statuses = (await client.get(f"/v1/flags/{flag['id']}/deliveries",
+                                 headers=world.auth("POLICE-A"))).json()["items"]
+    school = next(s for s in statuses if s["recipient"] == "SCHOOL-A")
+    assert school["status"] == "actioned" and school["ack_outcome"].startswith("DSL spoke")
+    assert (await client.get(f"/v1/flags/{flag['id']}/deliveries",
+                             headers=world.auth("SCHOOL-A"))).status_code == 404
+    downgrade = await client.post(url, json={"status": "received"},
+                                  headers=world.auth("SCHOOL-A"))
+    assert downgrade.status_code == 409
+    bad = await client.post(url, json={"status": "ignored"}, headers=world.auth("SCHOOL-A"))
+    assert bad.status_code == 422 and bad.json()["errors"][0]["field"] == "status"
+
+
+async def test_silence_is_escalated_once_per_window(client, world, child, worker, session):
+    await publish(client, world)
+    school = session.exec(select(Delivery).where(Delivery.recipient_id == "SCHOOL-A")).one()
+    window = school.acknowledge_by - school.created_at
+    session.exec(update(Delivery).where(Delivery.seq == school.seq).values(
+        acknowledge_by=utcnow() - timedelta(minutes=1), created_at=utcnow() - window))
+    session.commit()
+
+    def alerts(who):
+        return session.exec(select(Delivery).where(
+            Delivery.recipient_id == who, Delivery.event_type == "delivery.unacknowledged")).all()
+
+    assert worker.escalate() >= 1
+    assert worker.escalate() == 0  # same window: nothing new
+    assert len(alerts("POLICE-A")) == 1 and len(alerts("MASH-A")) == 1
+    # A whole window later, once more.
+    session.exec(update(Delivery).where(Delivery.seq == school.seq).values(
+        acknowledge_by=utcnow() - window - timedelta(minutes=1),
+        created_at=utcnow() - 2 * window))
+    session.commit()
+    worker.escalate()
+    assert len(alerts("POLICE-A")) == 2
+    # Acknowledged: no more chasing.
+    await client.post(f"/v1/deliveries/{school.id}/ack", json={"status": "received"},
+                      headers=world.auth("SCHOOL-A"))
+    session.exec(update(Delivery).where(Delivery.seq == school.seq).values(
+        created_at=utcnow() - 10 * window))
+    session.commit()
+    worker.escalate()
+    assert len(alerts("POLICE-A")) == 2
+
+
+async def test_updates_reach_everyone_who_received_the_flag(client, world, child, session):
+    flag = await publish(client, world)
+    r = await client.patch(f"/v1/flags/{flag['id']}", json={"status": "entered_in_error"},
+                           headers=world.auth("POLICE-A"))
+    assert r.status_code == 200
+    events = [i["event"] for i in (await feed(client, world, "SCHOOL-A"))["items"]]
+    assert [e["type"] for e in events] == ["flag.shared", "flag.updated"]
+    assert events[1]["data"]["flag"]["status"] == "entered_in_error"
+    assert events[1]["data"]["flag"]["version"] == 2
