@@ -3,88 +3,24 @@
 from __future__ import annotations
 
 import os
-import re
-import socket
 import subprocess
-import sys
-import time
-from pathlib import Path
+
+from contextlib import ExitStack
 
 import httpx
 import pytest
+from standardwebhooks.webhooks import Webhook
 
 from tests.conftest import fresh_database
+from tests.processes import FLAGSHARE, free_port, run_cli, running_server, wait_until
+from tests.receiver import Receiver
 from tests.factories import NHS, flag_body, relationship_body
-
-FLAGSHARE = str(Path(sys.executable).parent / "flagshare")
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def run_cli(env: dict, *args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([FLAGSHARE, *args], env=env, capture_output=True, text=True,
-                          timeout=120)
-
-
-class Server:
-    """A `flagshare serve` process with its own database, and CLI calls against that database."""
-
-    def __init__(self, env: dict, port: int, process: subprocess.Popen):
-        self.env, self.port, self.process = env, port, process
-        self.url = f"http://127.0.0.1:{port}"
-        self.secrets: dict[str, str] = {}
-
-    def add_agency(self, agency_id: str, kind: str, area: str) -> str:
-        out = run_cli(self.env, "agencies", "add", "--id", agency_id, "--name", agency_id,
-                      "--kind", kind, "--area", area)
-        assert out.returncode == 0, out.stderr
-        self.secrets[agency_id] = re.search(r"client_secret: (\S+)", out.stdout).group(1)
-        return self.secrets[agency_id]
-
-    def token(self, client: httpx.Client, agency_id: str) -> dict[str, str]:
-        r = client.post("/v1/oauth/token", data={
-            "grant_type": "client_credentials", "client_id": agency_id,
-            "client_secret": self.secrets[agency_id]})
-        assert r.status_code == 200, r.text
-        return {"Authorization": f"Bearer {r.json()['access_token']}"}
-
 
 @pytest.fixture(scope="module")
 def server(db_kind, tmp_path_factory):
     tmp = tmp_path_factory.mktemp("e2e")
-    with fresh_database(db_kind, tmp) as url:
-        env = {**os.environ, "FLAGSHARE_DATABASE_URL": url,
-               "FLAGSHARE_ENVIRONMENT": "development"}
-        port = _free_port()
-        log = open(tmp / "server.log", "w")
-        proc = subprocess.Popen([FLAGSHARE, "serve", "--host", "127.0.0.1", "--port", str(port)],
-                                env=env, stdout=log, stderr=subprocess.STDOUT, cwd=tmp)
-        srv = Server(env, port, proc)
-        try:
-            _wait_ready(srv, tmp / "server.log")
-            yield srv
-        finally:
-            proc.terminate()
-            proc.wait(timeout=20)
-            log.close()
-
-
-def _wait_ready(srv: Server, log: Path) -> None:
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        if srv.process.poll() is not None:
-            pytest.fail(f"server exited early:\n{log.read_text()}")
-        try:
-            if httpx.get(srv.url + "/readyz", timeout=1).status_code == 200:
-                return
-        except httpx.TransportError:
-            pass
-        time.sleep(0.2)
-    pytest.fail(f"server did not become ready:\n{log.read_text()}")
+    with fresh_database(db_kind, tmp) as url, running_server(url, tmp) as srv:
+        yield srv
 
 
 def test_publish_end_to_end(server):
@@ -92,12 +28,17 @@ def test_publish_end_to_end(server):
                             ("E2E-SCHOOL", "education"), ("E2E-GP", "gp")):
         server.add_agency(agency_id, kind, "E08000025")
     server.add_agency("E2E-CSC-OTHER", "childrens_social_care", "E06000001")
-    with httpx.Client(base_url=server.url, timeout=30) as http:
+    with ExitStack() as stack, httpx.Client(base_url=server.url, timeout=30) as http:
         jwks = http.get("/.well-known/jwks.json").json()
         assert jwks["keys"] and all("kid" in k for k in jwks["keys"])
+        school_token = server.token(http, "E2E-SCHOOL")
         rel = http.post("/v1/relationships", json=relationship_body("school", NHS[5]),
-                        headers=server.token(http, "E2E-SCHOOL"))
+                        headers=school_token)
         assert rel.status_code == 201, rel.text
+        receiver = stack.enter_context(Receiver())
+        sub = http.post("/v1/subscriptions", headers=school_token,
+                        json={"delivery": {"mode": "webhook", "url": receiver.url}})
+        assert sub.status_code == 201, sub.text
         police = server.token(http, "E2E-POLICE")
         body = flag_body(subject={"nhs_number": NHS[5]})
         published = http.post("/v1/flags", json=body, headers=police)
@@ -121,6 +62,11 @@ def test_publish_end_to_end(server):
         clash = http.post("/v1/flags", json={**body, "severity": "low"}, headers=keyed)
         assert clash.status_code == 409
         assert http.get("/openapi.json").json()["paths"]["/v1/flags"]["post"]
+        # The embedded worker inside `serve` delivers the webhook, signed.
+        wait_until(lambda: len(receiver.requests) >= 1, 30, "the school's webhook")
+        got = receiver.requests[0]
+        event = Webhook(sub.json()["secret"]).verify(got.body, got.headers)
+        assert event["data"]["flag"]["id"] == out["id"] and "details" not in event["data"]["flag"]
 
 
 def test_people_log_in_with_a_password(server):
@@ -153,7 +99,7 @@ def test_broken_policy_stops_serve_naming_file_and_key(tmp_path, policy_dir_copy
     broken.write_text(broken.read_text().replace("recipient_kinds:", "recipent_kinds:", 1))
     env = {**os.environ, "FLAGSHARE_DATABASE_URL": f"sqlite:///{tmp_path / 'x.db'}",
            "FLAGSHARE_POLICY_DIR": str(policy_dir_copy)}
-    proc = subprocess.run([FLAGSHARE, "serve", "--port", str(_free_port())], env=env,
+    proc = subprocess.run([FLAGSHARE, "serve", "--port", str(free_port())], env=env,
                           capture_output=True, text=True, timeout=60)
     assert proc.returncode == 2
     assert "england-default.yaml" in proc.stderr and "recipent_kinds" in proc.stderr
