@@ -37,7 +37,7 @@ class Settings(BaseSettings):
     webhook_max_attempts: int = Field(default=12, ge=1, le=30)
     # Allow webhook targets on private or loopback addresses outside development.
     webhook_allow_private: bool = False
-    worker_poll_seconds: float = Field(default=1.0, gt=0, le=60)
+    worker_poll_seconds: float = Field(default=0.25, gt=0, le=60)
     # How long a claimed delivery is reserved; a killed worker's claims are retried after it.
     worker_lease_seconds: float = Field(default=60.0, ge=1, le=3600)
     # JSON list of {"issuer", "jwks_url" | "jwks_file"}.

@@ -15,6 +15,7 @@ class Received:
     path: str
     headers: dict[str, str]
     body: bytes
+    at: float = 0.0  # time.monotonic() on arrival
 
     @property
     def event(self) -> dict:
@@ -37,7 +38,8 @@ class Receiver:
                 body = self.rfile.read(int(self.headers.get("content-length", 0)))
                 with outer._lock:
                     n = len(outer.requests)
-                    outer.requests.append(Received(self.path, dict(self.headers), body))
+                    outer.requests.append(Received(self.path, dict(self.headers), body,
+                                                   time.monotonic()))
                 if outer.delay:
                     time.sleep(outer.delay)
                 status, headers = outer.respond(n)

@@ -163,7 +163,7 @@ async def test_policy_refusals_for_purpose_and_lawful_basis(client, world, sessi
     ({"purpose": "curiosity"}, "purpose"),
     ({"lawful_basis": {"article6": "public task"}}, "lawful_basis.article6"),
     ({"occurred_at": "2026-01-01T10:00:00"}, "occurred_at"),
-    ({"period": {"start": "2026-02-01", "end": "2026-01-01"}}, "period"),
+    ({"period": {"start": "2026-02-01", "end": "2026-01-01"}}, "period.end"),
     ({"related_people": [{"role": "uncle", "family_name": "X"}]}, "related_people.0.role"),
     ({"colour": "red"}, "colour"),
 ])

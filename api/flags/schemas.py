@@ -28,11 +28,13 @@ class Period(BaseModel):
     start: date
     end: date | None = None
 
-    @model_validator(mode="after")
-    def _ordered(self) -> Period:
-        if self.end is not None and self.end < self.start:
-            raise ValueError("end must not be before start")
-        return self
+    @field_validator("end")
+    @classmethod
+    def _ordered(cls, end: date | None, info) -> date | None:
+        start = info.data.get("start")
+        if end is not None and start is not None and end < start:
+            raise ValueError("must not be before period.start")
+        return end
 
 
 def _plain_text(value: str) -> str:

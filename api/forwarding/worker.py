@@ -14,6 +14,7 @@ import logging
 import random
 import threading
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -33,6 +34,7 @@ log = logging.getLogger("flagshare.worker")
 # Seconds before attempt n+1: minutes at first, then hours; about a day end to end.
 BACKOFF = [5, 30, 120, 600, 1800, 3600, 7200, 14400, 21600, 28800]
 MAX_RETRY_AFTER = 86400
+SEND_CONCURRENCY = 8
 FLAG_EVENTS = ("flag.shared", "flag.updated")
 
 
@@ -80,15 +82,18 @@ class DeliveryWorker:
         self.session_factory = session_factory
         self.settings = settings
         self.http = http or httpx.Client(timeout=settings.webhook_timeout_seconds,
-                                         follow_redirects=False)
+                                         follow_redirects=False,
+                                         limits=httpx.Limits(max_connections=SEND_CONCURRENCY))
+        self._pool = ThreadPoolExecutor(SEND_CONCURRENCY, thread_name_prefix="flagshare-send")
 
     # --- one pass -------------------------------------------------------------------------
 
     def run_once(self, batch: int = 50) -> int:
         """Send what is due, then escalate silence; returns the number of sends attempted."""
         claimed = self.claim(batch)
-        for item in claimed:
-            self.settle(item, self.send(item))
+        # Sends overlap (receivers are slow, not us); settling stays one transaction each.
+        if claimed:
+            self.settle(list(zip(claimed, self._pool.map(self.send, claimed))))
         self.escalate()
         return len(claimed)
 
@@ -144,28 +149,33 @@ class DeliveryWorker:
         return Outcome(resp.status_code, None if resp.is_success else f"HTTP {resp.status_code}",
                        parse_retry_after(resp.headers.get("retry-after"), now))
 
-    def settle(self, item: Claimed, outcome: Outcome) -> None:
+    def settle(self, results: list[tuple[Claimed, Outcome]]) -> None:
+        """Record a batch's outcomes in one transaction (one chain lock, one commit)."""
         now = utcnow()
         with self.session_factory() as session:
-            delivery = session.get(Delivery, item.seq)
-            delivery.lease_until = None
-            delivery.attempts += 1
-            if outcome.status_code is not None and 200 <= outcome.status_code < 300:
-                delivery.status, delivery.delivered_at, delivery.last_error = "delivered", now, None
-                service.record_handover(session, delivery, "webhook")
-            elif outcome.status_code == 410:
-                self._gone(session, delivery)
-            elif delivery.attempts >= self.settings.webhook_max_attempts:
-                delivery.status, delivery.last_error = "dead", outcome.error
-                if delivery.event_type in FLAG_EVENTS:
-                    alert_unacknowledged(session, delivery, "could not be delivered after "
-                                         f"{delivery.attempts} attempts ({outcome.error})")
-            else:
-                wait = max(backoff_seconds(delivery.attempts), outcome.retry_after or 0)
-                delivery.next_attempt_at = now + timedelta(seconds=wait)
-                delivery.last_error = outcome.error
-            session.add(delivery)
+            for item, outcome in results:
+                self._settle_one(session, session.get(Delivery, item.seq), outcome, now)
             session.commit()
+
+    def _settle_one(self, session: Session, delivery: Delivery, outcome: Outcome,
+                    now: datetime) -> None:
+        delivery.lease_until = None
+        delivery.attempts += 1
+        if outcome.status_code is not None and 200 <= outcome.status_code < 300:
+            delivery.status, delivery.delivered_at, delivery.last_error = "delivered", now, None
+            service.record_handover(session, delivery, "webhook")
+        elif outcome.status_code == 410:
+            self._gone(session, delivery)
+        elif delivery.attempts >= self.settings.webhook_max_attempts:
+            delivery.status, delivery.last_error = "dead", outcome.error
+            if delivery.event_type in FLAG_EVENTS:
+                alert_unacknowledged(session, delivery, "could not be delivered after "
+                                     f"{delivery.attempts} attempts ({outcome.error})")
+        else:
+            wait = max(backoff_seconds(delivery.attempts), outcome.retry_after or 0)
+            delivery.next_attempt_at = now + timedelta(seconds=wait)
+            delivery.last_error = outcome.error
+        session.add(delivery)
 
     @staticmethod
     def _gone(session: Session, delivery: Delivery) -> None:

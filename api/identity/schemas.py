@@ -7,7 +7,15 @@ from datetime import date
 from typing import Annotated, Literal
 
 import nhs_number
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 # NHS Data Dictionary ethnic category codes (2001 census based; Z not stated, 99 not known).
 ETHNIC_CATEGORIES = (
@@ -18,7 +26,8 @@ POSTCODE = re.compile(r"^[A-Z]{1,2}[0-9][A-Z0-9]? ?[0-9][A-Z]{2}$")
 
 def _nhs(value: str) -> str:
     digits = re.sub(r"[\s-]", "", value)
-    if not re.fullmatch(r"\d{10}", digits):
+    # [0-9], not \d: other scripts' digits would be stored as a different "number".
+    if not re.fullmatch(r"[0-9]{10}", digits):
         raise ValueError("an NHS number is 10 digits")
     if not nhs_number.is_valid(digits):
         raise ValueError("not a valid NHS number: the Modulus 11 check digit does not match")
@@ -47,7 +56,8 @@ PastDate = Annotated[date, AfterValidator(_past)]
 class Subject(BaseModel):
     """A child: NHS number; or local id + family name + birth date; or unborn by mother."""
 
-    model_config = ConfigDict(extra="forbid")
+    # Stripped, so a blank local id or name cannot identify (and so merge) children.
+    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
 
     nhs_number: NhsNumber | None = None
     local_id: str | None = Field(default=None, min_length=1, max_length=64)
@@ -92,7 +102,8 @@ class Subject(BaseModel):
 class RelatedPerson(BaseModel):
     """An adult or sibling connected to the child, stored as a person in their own right."""
 
-    model_config = ConfigDict(extra="forbid")
+    # Stripped, so a blank name does not count as naming a person.
+    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
 
     role: Literal["household_member", "parent", "sibling", "alleged_perpetrator"]
     nhs_number: NhsNumber | None = None
@@ -118,11 +129,14 @@ class RelationshipCreate(BaseModel):
     start: date
     end: date | None = None
 
-    @model_validator(mode="after")
-    def _ordered(self) -> RelationshipCreate:
-        if self.end is not None and self.end < self.start:
+    @field_validator("end")
+    @classmethod
+    def _ordered(cls, end: date | None, info: ValidationInfo) -> date | None:
+        """A field validator, so the 422 names `end` rather than the whole body."""
+        start = info.data.get("start")
+        if end is not None and start is not None and end < start:
             raise ValueError("end must not be before start")
-        return self
+        return end
 
 
 class RelationshipOut(BaseModel):

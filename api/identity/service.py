@@ -36,6 +36,11 @@ def resolve_child(session: Session, agency_id: str, subject: Subject) -> Person:
                              select(Person).where(Person.nhs_number == subject.nhs_number))
     elif subject.unborn:
         person = _first(session, select(Person).where(Person.unborn_key == subject.unborn_key))
+        if by_local is not None and (person is None or by_local.id != person.id):
+            # Refuse rather than silently start a second record for a child the agency knows.
+            raise ProblemError(409, "subject.local_id already refers to a different child in "
+                               "your agency's records than subject.mother_nhs_number and "
+                               "subject.expected_delivery_date do.")
         if person is None:
             person = _create(
                 session,
@@ -48,12 +53,15 @@ def resolve_child(session: Session, agency_id: str, subject: Subject) -> Person:
             link_person(session, person.id, mother.id, "parent", "mother", agency_id)
     else:
         person = by_local or Person()
-        if by_local is None:
-            session.add(person)
-            session.flush()
     _fill_blanks(person, subject)
     if subject.local_id and by_local is None:
-        _link_local_id(session, agency_id, subject.local_id, person)
+        claimed = _link_local_id(session, agency_id, subject.local_id, person)
+        if claimed.id != person.id:  # a racing request linked the id first
+            if subject.nhs_number or subject.unborn:
+                raise ProblemError(409, "subject.local_id already refers to a different child "
+                                   "in your agency's records.")
+            person = claimed
+            _fill_blanks(person, subject)
     session.flush()
     return person
 
@@ -113,10 +121,9 @@ def add_relationship(session: Session, agency: Agency, body: RelationshipCreate)
 
 
 def age_in_years(person: Person, on: date | None = None) -> int | None:
-    if person.unborn:
-        return 0
+    """Whole years; an unborn child counts as 0 until a birth date is known for it."""
     if person.birth_date is None:
-        return None
+        return 0 if person.unborn else None
     on = on or date.today()
     b = person.birth_date
     return on.year - b.year - ((on.month, on.day) < (b.month, b.day))
@@ -138,9 +145,20 @@ def _by_local_id(session: Session, agency_id: str, local_id: str) -> Person | No
     return session.get(Person, link.person_id) if link else None
 
 
-def _link_local_id(session: Session, agency_id: str, local_id: str, person: Person) -> None:
-    session.add(LocalIdentifier(agency_id=agency_id, local_id=local_id, person_id=person.id))
-    session.flush()
+def _link_local_id(session: Session, agency_id: str, local_id: str, person: Person) -> Person:
+    """Link the id (inserting a new person with it), or on a racing link, the person it names."""
+    try:
+        with session.begin_nested():
+            session.add(person)
+            session.flush()
+            session.add(LocalIdentifier(agency_id=agency_id, local_id=local_id,
+                                        person_id=person.id))
+        return person
+    except IntegrityError:
+        found = _by_local_id(session, agency_id, local_id)
+        if found is None:
+            raise
+        return found
 
 
 def _first(session: Session, query):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Hashable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -44,7 +45,11 @@ class Policy:
 
 
 def load_policy(directory: Path) -> Policy:
-    files = sorted(p for p in directory.iterdir() if p.suffix in (".yaml", ".yml"))
+    try:  # hidden files are editor and OS debris (.#lock links, ._ resource forks), not policy
+        files = sorted(p for p in directory.iterdir()
+                       if p.suffix in (".yaml", ".yml") and not p.name.startswith("."))
+    except OSError as exc:
+        raise PolicyError(f"{directory}: cannot read the policy directory: {exc}") from exc
     if not files:
         raise PolicyError(f"{directory}: no policy files (*.yaml)")
     digest = hashlib.sha256()
@@ -55,7 +60,10 @@ def load_policy(directory: Path) -> Policy:
     categories: dict[str, CategoryPolicy] = {}
     owner: dict[str, str] = {}  # category or rule id -> file that defined it
     for path in files:
-        raw = path.read_bytes()
+        try:
+            raw = path.read_bytes()
+        except OSError as exc:
+            raise PolicyError(f"{path}: cannot read: {exc}") from exc
         digest.update(path.name.encode() + b"\0" + raw + b"\0")
         parsed = _parse(path, raw)
         if parsed.agreement:
@@ -69,7 +77,10 @@ def load_policy(directory: Path) -> Policy:
                 raise PolicyError(f"{path}: plain_language: already set in {owner['plain']}")
             plain, owner["plain"] = parsed.plain_language, path.name
         for area in parsed.areas:
-            areas[area.code] = area
+            if area.code in areas:
+                raise PolicyError(f"{path}: areas: {area.code} already listed in "
+                                  f"{owner['area:' + area.code]}")
+            areas[area.code], owner["area:" + area.code] = area, path.name
         for name, cat in parsed.categories.items():
             if name in categories:
                 raise PolicyError(f"{path}: categories.{name}: already defined in {owner[name]}")
@@ -94,9 +105,27 @@ def load_policy(directory: Path) -> Policy:
     )
 
 
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """Safe YAML that refuses a key given twice: PyYAML would silently keep the last one."""
+
+    def construct_mapping(self, node, deep=False):
+        seen = set()
+        for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":
+                continue  # `<<: *anchor` merges may be overridden by explicit keys
+            key = self.construct_object(key_node, deep=True)
+            if not isinstance(key, Hashable):
+                continue  # the base loader reports unhashable keys
+            if key in seen:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"duplicate key {key!r}", key_node.start_mark)
+            seen.add(key)
+        return super().construct_mapping(node, deep)
+
+
 def _parse(path: Path, raw: bytes) -> PolicyFile:
     try:
-        data = yaml.safe_load(raw)
+        data = yaml.load(raw, Loader=_UniqueKeyLoader)  # noqa: S506 - a SafeLoader subclass
     except yaml.YAMLError as exc:
         raise PolicyError(f"{path}: not valid YAML: {exc}") from exc
     if data is None:
@@ -109,7 +138,9 @@ def _parse(path: Path, raw: bytes) -> PolicyFile:
         lines = []
         for err in exc.errors():
             key = ".".join(str(p) for p in err["loc"] if "[" not in str(p))
-            lines.append(f"{path}: {key}: {err['msg']}")
+            got = err.get("input")
+            got = f" (got {got!r})" if isinstance(got, (str, int, float)) else ""
+            lines.append(f"{path}: {key}: {err['msg']}{got}")
         raise PolicyError("\n".join(lines)) from exc
 
 

@@ -8,7 +8,7 @@ partnership's agreement stops start-up instead of silently widening or narrowing
 from __future__ import annotations
 
 import re
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
@@ -50,6 +50,8 @@ RelationshipKind = Literal[
 SharedField = Literal["summary", "details", "related_people", "period", "occurred_at"]
 AREA_CODE = re.compile(r"^E(06|08|09|10)\d{6}$")
 RULE_ID = re.compile(r"^[A-Z][A-Z0-9-]{1,39}$")
+# Every decision cites its rule, so a rule must say why it exists.
+Why = Annotated[str, Field(min_length=1, pattern=r"\S")]
 
 
 class _Strict(BaseModel):
@@ -81,7 +83,7 @@ class LawfulBasisRule(_Strict):
 
 class PublishRule(_Strict):
     id: str
-    why: str
+    why: Why
     agency_kinds: list[AgencyKind] = Field(min_length=1)
     purposes: list[Purpose] = Field(min_length=1)
     lawful_basis: LawfulBasisRule
@@ -93,7 +95,7 @@ class ShareRule(_Strict):
     """One class of recipient entitled to a category, and what it is given."""
 
     id: str
-    why: str
+    why: Why
     recipient_kinds: list[AgencyKind] = Field(min_length=1)
     # area: any such agency in an area where the child is known;
     # relationship: only such agencies that hold a current relationship with the child.
