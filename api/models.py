@@ -7,9 +7,10 @@ from api.forwarding.models import Delivery, Subscription
 from api.flags.models import Disclosure, Flag, FlagVersion, SharingDecision
 from api.identity.models import LocalIdentifier, Person, PersonLink, Relationship
 from api.idempotency.models import IdempotencyRecord
+from api.transfers.models import SuspectedMove, Transfer
 
 __all__ = [
     "Agency", "AuditEvent", "Delivery", "Disclosure", "Flag", "FlagVersion", "IdempotencyRecord",
-    "LocalIdentifier", "Person", "PersonLink", "Relationship", "SharingDecision", "SigningKey", "Subscription",
+    "LocalIdentifier", "Person", "PersonLink", "Relationship", "SharingDecision", "SigningKey", "Subscription", "SuspectedMove", "Transfer",
     "User",
 ]
