@@ -1,5 +1,7 @@
 """Process-wide objects handed to routes through FastAPI `Depends`."""
 
+from collections.abc import Callable
+from datetime import datetime
 from typing import Annotated
 
 from fastapi import Depends, Request
@@ -18,6 +20,12 @@ def get_app_settings(request: Request) -> Settings:
     return request.app.state.settings
 
 
+def get_clock(request: Request) -> Callable[[], datetime]:
+    """The app's clock; tests replace `app.state.clock` to travel in time."""
+    return request.app.state.clock
+
+
 SessionDep = Annotated[Session, Depends(get_session)]
 PolicyDep = Annotated[Policy, Depends(get_policy)]
 SettingsDep = Annotated[Settings, Depends(get_app_settings)]
+ClockDep = Annotated[Callable[[], datetime], Depends(get_clock)]

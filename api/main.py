@@ -15,13 +15,14 @@ from api import problems
 from api.agencies.router import router as agencies_router
 from api.auth.keys import KeyRing
 from api.auth.router import router as auth_router
-from api.db import get_engine
+from api.db import get_engine, utcnow
 from api.flags.router import router as flags_router
 from api.forwarding.router import router as forwarding_router
 from api.forwarding.worker import start_in_process
 from api.identity.router import router as identity_router
 from api.policy.loader import load_policy
 from api.settings import Settings, get_settings
+from api.transfers.router import router as transfers_router
 
 REQUESTS = Counter("flagshare_http_requests_total", "HTTP requests", ["method", "route", "status"])
 LATENCY = Histogram("flagshare_http_request_seconds", "HTTP request latency", ["method", "route"])
@@ -54,9 +55,10 @@ def create_app(settings: Settings | None = None,
     app.state.policy = policy
     app.state.keyring = keyring
     app.state.session_factory = session_factory
+    app.state.clock = utcnow
     problems.install(app)
     for router in (auth_router, agencies_router, identity_router, flags_router,
-                   forwarding_router):
+                   forwarding_router, transfers_router):
         app.include_router(router)
 
     @app.middleware("http")

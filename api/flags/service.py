@@ -24,6 +24,7 @@ from api.policy import rules
 from api.policy.language import summary_warnings
 from api.policy.loader import Policy
 from api.problems import ProblemError, invalid, not_found
+from api.transfers.moves import check_for_move
 
 PLAN_CATEGORIES = ("child_protection_plan", "child_in_need", "looked_after_child")
 MINIMUM_FIELDS = ["summary"]
@@ -67,6 +68,7 @@ def publish(session: Session, policy: Policy, agency: Agency, body: FlagCreate) 
                  policy_version=policy.version)
     decisions = _decide_and_record(session, policy, flag, version, agency, previous={},
                                    event_type="flag.shared")
+    check_for_move(session, child.id, agency, f"flag:{body.category}")
     return _published(flag, version, decisions, warnings)
 
 

@@ -12,6 +12,7 @@ from api.db import utcnow
 from api.identity.models import LocalIdentifier, Person, PersonLink, Relationship
 from api.identity.schemas import RelatedPerson, RelationshipCreate, Subject
 from api.problems import ProblemError
+from api.transfers.moves import check_for_move
 
 DEMOGRAPHICS = ("given_name", "family_name", "birth_date", "sex", "postcode", "ethnicity",
                 "disability")
@@ -117,6 +118,7 @@ def add_relationship(session: Session, agency: Agency, body: RelationshipCreate)
                        start=body.start, end=body.end)
     session.add(rel)
     session.flush()
+    check_for_move(session, child.id, agency, f"relationship:{body.kind}")
     return rel
 
 

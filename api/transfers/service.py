@@ -1,0 +1,264 @@
+"""Transfers of a child's plan between areas, and the deadline sweep that chases pickup."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import date, datetime
+
+from sqlalchemy import update
+from sqlmodel import Session, or_, select
+
+from api.agencies.models import Agency
+from api.agencies.service import check_area
+from api.audit import service as audit
+from api.auth.principal import Principal
+from api.db import utcnow
+from api.identity import service as identity
+from api.identity.models import Person
+from api.policy.loader import Policy
+from api.problems import ProblemError, invalid, not_found
+from api.transfers.models import SuspectedMove, Transfer
+from api.transfers.notify import LAWFUL_BASIS, PURPOSE, area_agencies, notify
+from api.transfers.schemas import TransferClose, TransferCreate
+from api.transfers.working_days import add_working_days, england_date, next_working_day
+
+SOCIAL_CARE = "childrens_social_care"
+
+
+def create(session: Session, policy: Policy, agency: Agency, body: TransferCreate) -> Transfer:
+    if agency.kind != SOCIAL_CARE:
+        raise ProblemError(403, "Only children's social care records transfers of a plan.")
+    if body.to_area == agency.area:
+        raise invalid("to_area", "must be another area than your own")
+    check_area(session, policy, body.to_area, "to_area")
+    if body.receiving_agency is not None:
+        receiving = session.get(Agency, body.receiving_agency)
+        if receiving is None or receiving.kind != SOCIAL_CARE or receiving.area != body.to_area:
+            raise invalid("receiving_agency", f"must be children's social care in {body.to_area}")
+    child = identity.resolve_child(session, agency.id, body.subject)
+    pickup_due = add_working_days(england_date(body.notified_at),
+                                  policy.defaults.transfer_pickup_working_days)
+    transfer = Transfer(child_id=child.id, from_agency_id=agency.id, from_area=agency.area,
+                        to_area=body.to_area, receiving_agency_id=body.receiving_agency,
+                        plan=body.plan, notified_at=body.notified_at, reason=body.reason,
+                        pickup_due=pickup_due, next_alert_on=next_working_day(pickup_due))
+    session.add(transfer)
+    session.flush()
+    _link_previous(session, agency, transfer)
+    _resolve_moves(session, transfer)
+    audit.record(session, actor=agency.id, actor_agency=agency.id, action="transfer.create",
+                 outcome="awaiting_pickup", child_id=child.id, purpose=PURPOSE,
+                 lawful_basis=LAWFUL_BASIS, policy_rule="TRANSFER",
+                 policy_version=policy.version)
+    notify(session, event_type="transfer.created", recipients=_receivers(session, transfer),
+           data=event_data(session, transfer), child_id=child.id, actor=agency.id,
+           areas=[transfer.from_area, transfer.to_area], rule="TRANSFER")
+    return transfer
+
+
+def accept(session: Session, agency: Agency, transfer_id: str) -> Transfer:
+    transfer = _visible_to_agency(session, agency, transfer_id)
+    if agency.kind != SOCIAL_CARE or agency.area != transfer.to_area:
+        raise ProblemError(403, "Only children's social care of the receiving area picks up "
+                           "a transfer.")
+    _require_open(transfer)
+    _close(transfer, "picked_up", agency.id, None)
+    session.add(transfer)
+    audit.record(session, actor=agency.id, actor_agency=agency.id, action="transfer.accept",
+                 outcome="picked_up", child_id=transfer.child_id, purpose=PURPOSE,
+                 lawful_basis=LAWFUL_BASIS, policy_rule="TRANSFER")
+    notify(session, event_type="transfer.accepted", recipients=[transfer.from_agency_id],
+           data=event_data(session, transfer), child_id=transfer.child_id, actor=agency.id,
+           areas=[transfer.from_area, transfer.to_area], rule="TRANSFER")
+    return transfer
+
+
+def withdraw(session: Session, agency: Agency, transfer_id: str, body: TransferClose) -> Transfer:
+    transfer = _visible_to_agency(session, agency, transfer_id)
+    if agency.id != transfer.from_agency_id:
+        raise ProblemError(403, "Only the outgoing agency withdraws a transfer.")
+    _require_open(transfer)
+    _close(transfer, "withdrawn", agency.id, body.reason)
+    session.add(transfer)
+    audit.record(session, actor=agency.id, actor_agency=agency.id, action="transfer.withdraw",
+                 outcome="withdrawn", child_id=transfer.child_id, reason=body.reason)
+    return transfer
+
+
+def get_visible(session: Session, principal: Principal, transfer_id: str) -> Transfer:
+    transfer = session.get(Transfer, transfer_id)
+    if transfer is None or not _can_see(session, principal, transfer):
+        raise not_found("transfer")
+    return transfer
+
+
+def list_query(session: Session, principal: Principal, status: str | None, area: str | None,
+               today: date):
+    """Transfers the caller may see: its areas' (CSC, MASH), or all for auditors."""
+    q = select(Transfer)
+    if principal.role != "auditor":
+        areas = _viewer_areas(session, principal)
+        q = q.where(or_(Transfer.from_area.in_(areas), Transfer.to_area.in_(areas)))
+    if status == "overdue":
+        q = q.where(Transfer.status == "awaiting_pickup", Transfer.pickup_due < today)
+    elif status is not None:
+        q = q.where(Transfer.status == status)
+    if area is not None:
+        q = q.where(or_(Transfer.from_area == area, Transfer.to_area == area))
+    return q
+
+
+def sweep_overdue(session_factory: Callable[[], Session], policy: Policy,
+                  now: datetime | None = None) -> int:
+    """Alert on transfers not picked up: first on the working day after pickup_due, then every
+    policy interval. A conditional update claims each alert, so two sweepers never both send it.
+    """
+    today = england_date(now or utcnow())
+    repeat = policy.defaults.transfer_alert_repeat_working_days
+    with session_factory() as session:
+        due = session.exec(select(Transfer.id, Transfer.alerts_sent, Transfer.next_alert_on)
+                           .where(Transfer.status == "awaiting_pickup",
+                                  Transfer.next_alert_on <= today)
+                           .order_by(Transfer.next_alert_on).limit(500)).all()
+    sent = 0
+    for transfer_id, alerts_sent, alert_on in due:
+        with session_factory() as session:
+            claimed = session.exec(update(Transfer).where(
+                Transfer.id == transfer_id, Transfer.status == "awaiting_pickup",
+                Transfer.alerts_sent == alerts_sent, Transfer.next_alert_on == alert_on)
+                .values(alerts_sent=alerts_sent + 1,
+                        next_alert_on=add_working_days(today, repeat)))
+            if claimed.rowcount != 1:
+                session.rollback()
+                continue
+            transfer = session.get(Transfer, transfer_id)
+            data = {**event_data(session, transfer), "alert_number": alerts_sent + 1,
+                    "working_days_overdue": _working_days_between(transfer.pickup_due, today)}
+            notify(session, event_type="transfer.not_picked_up",
+                   recipients=[transfer.from_agency_id, *_receivers(session, transfer)],
+                   data=data, child_id=transfer.child_id, actor="flagshare",
+                   areas=[transfer.from_area, transfer.to_area], rule="TRANSFER-OVERDUE")
+            session.commit()
+            sent += 1
+    return sent
+
+
+def moves_query(session: Session, principal: Principal, status: str | None):
+    """Suspected moves touching the caller's area (CSC or MASH)."""
+    areas = _viewer_areas(session, principal)
+    q = select(SuspectedMove).where(or_(SuspectedMove.plan_area.in_(areas),
+                                        SuspectedMove.seen_area.in_(areas)))
+    return q.where(SuspectedMove.status == status) if status else q
+
+
+def dismiss_move(session: Session, principal: Principal, move_id: str, reason: str) -> SuspectedMove:
+    move = session.get(SuspectedMove, move_id)
+    areas = _viewer_areas(session, principal)
+    if move is None or not {move.plan_area, move.seen_area} & set(areas):
+        raise not_found("suspected move")
+    if move.status != "open":
+        raise ProblemError(409, f"This suspected move is already {move.status}.")
+    move.status, move.resolution = "dismissed", reason
+    session.add(move)
+    audit.record(session, actor=principal.sub, actor_agency=principal.agency_id,
+                 action="move.dismiss", outcome="dismissed", child_id=move.child_id,
+                 reason=reason)
+    return move
+
+
+def event_data(session: Session, transfer: Transfer) -> dict:
+    """What the areas need to act: who the child is, the plan, who holds it, the deadline."""
+    child = session.get(Person, transfer.child_id)
+    return {
+        "transfer_id": transfer.id, "status": transfer.status, "plan": transfer.plan,
+        "from_agency": transfer.from_agency_id, "from_area": transfer.from_area,
+        "to_area": transfer.to_area, "receiving_agency": transfer.receiving_agency_id,
+        "notified_at": transfer.notified_at.isoformat(),
+        "pickup_due": transfer.pickup_due.isoformat(), "reason": transfer.reason,
+        "previous_transfer_id": transfer.previous_transfer_id,
+        "child": {"child_id": child.id, "nhs_number": child.nhs_number,
+                  "given_name": child.given_name, "family_name": child.family_name,
+                  "birth_date": child.birth_date.isoformat() if child.birth_date else None},
+    }
+
+
+def is_overdue(transfer: Transfer, today: date) -> bool:
+    return transfer.status == "awaiting_pickup" and transfer.pickup_due < today
+
+
+# --- helpers -----------------------------------------------------------------------------
+
+def _receivers(session: Session, transfer: Transfer) -> list[str]:
+    social_care = ([transfer.receiving_agency_id] if transfer.receiving_agency_id
+                   else area_agencies(session, transfer.to_area, [SOCIAL_CARE]))
+    return [*social_care, *area_agencies(session, transfer.to_area, ["mash"])]
+
+
+def _link_previous(session: Session, agency: Agency, transfer: Transfer) -> None:
+    """A child moving again before pickup (A→B, then →C): the new transfer links the old."""
+    previous = session.exec(select(Transfer).where(
+        Transfer.child_id == transfer.child_id, Transfer.status == "awaiting_pickup",
+        Transfer.id != transfer.id).order_by(Transfer.created_at.desc())).first()
+    if previous is None:
+        return
+    transfer.previous_transfer_id = previous.id
+    if agency.area == previous.to_area:  # B moves the child on: B had taken the case
+        _close(previous, "picked_up", agency.id, f"transferred on by {agency.id}")
+    else:
+        _close(previous, "superseded", agency.id, f"superseded by transfer {transfer.id}")
+    session.add(previous)
+
+
+def _resolve_moves(session: Session, transfer: Transfer) -> None:
+    session.exec(update(SuspectedMove).where(
+        SuspectedMove.child_id == transfer.child_id, SuspectedMove.plan_area == transfer.from_area,
+        SuspectedMove.seen_area == transfer.to_area, SuspectedMove.status == "open")
+        .values(status="resolved", resolution=f"transfer {transfer.id} recorded"))
+
+
+def _close(transfer: Transfer, status: str, agency_id: str, reason: str | None) -> None:
+    transfer.status, transfer.closed_by_agency_id = status, agency_id
+    transfer.closed_at, transfer.close_reason = utcnow(), reason
+
+
+def _require_open(transfer: Transfer) -> None:
+    if transfer.status != "awaiting_pickup":
+        raise ProblemError(409, f"This transfer is already {transfer.status}.")
+
+
+def _visible_to_agency(session: Session, agency: Agency, transfer_id: str) -> Transfer:
+    transfer = session.get(Transfer, transfer_id)
+    if transfer is None or not _agency_sees(agency, transfer):
+        raise not_found("transfer")
+    return transfer
+
+
+def _agency_sees(agency: Agency, transfer: Transfer) -> bool:
+    return agency.kind in (SOCIAL_CARE, "mash") and agency.area in (transfer.from_area,
+                                                                    transfer.to_area)
+
+
+def _can_see(session: Session, principal: Principal, transfer: Transfer) -> bool:
+    if principal.role == "auditor":
+        return True
+    return bool(set(_viewer_areas(session, principal)) & {transfer.from_area, transfer.to_area})
+
+
+def _viewer_areas(session: Session, principal: Principal) -> list[str]:
+    if principal.role == "mash_practitioner" and principal.area:
+        return [principal.area]
+    if principal.role == "agency_system":
+        agency = session.get(Agency, principal.agency_id)
+        if agency is not None and agency.kind in (SOCIAL_CARE, "mash"):
+            return [agency.area]
+    raise ProblemError(403, "Transfers are visible to children's social care and MASH of the "
+                       "areas involved, and to auditors.")
+
+
+def _working_days_between(start: date, end: date) -> int:
+    count, day = 0, start
+    while day < end:
+        day = next_working_day(day)
+        if day <= end:
+            count += 1
+    return count
