@@ -5,12 +5,13 @@ from sqlmodel import select
 
 from api.agencies import service
 from api.agencies.models import Agency
-from api.agencies.schemas import AgencyCreate, AgencyCreated, AgencyOut
+from api.agencies.schemas import AREA_PATTERN, AgencyCreate, AgencyCreated, AgencyOut
 from api.audit import service as audit
 from api.auth.principal import CurrentPrincipal, Principal, require_roles
 from api.deps import PolicyDep, SessionDep
 from api.idempotency.service import IdempotencyDep
 from api.pagination import Page, PageDep, page_of
+from api.policy.schema import AgencyKind
 from api.problems import not_found
 
 router = APIRouter(prefix="/v1/agencies", tags=["agencies"])
@@ -31,7 +32,12 @@ def create_agency(
 ):
     if replay := idem.replay():
         return replay
-    agency, secret = service.register(session, policy, body)
+    try:
+        agency, secret = service.register(session, policy, body)
+    except service.AlreadyRegistered:
+        if replay := idem.replay():  # a concurrent request with this key won: answer as it did
+            return replay
+        raise
     audit.record(session, actor=principal.sub, actor_agency=principal.agency_id,
                  action="agency.register", outcome="registered", recipient=agency.id)
     return idem.commit(201, AgencyCreated(**_out(agency).model_dump(), client_secret=secret))
@@ -42,23 +48,23 @@ def list_agencies(
     session: SessionDep,
     _: CurrentPrincipal,
     page: PageDep,
-    area: Annotated[str | None, Query(max_length=9)] = None,
-    kind: Annotated[str | None, Query(max_length=40)] = None,
+    area: Annotated[str | None, Query(pattern=AREA_PATTERN)] = None,
+    kind: AgencyKind | None = None,
 ):
     q = select(Agency).order_by(Agency.id)
     if area:
         q = q.where(Agency.area == area)
     if kind:
         q = q.where(Agency.kind == kind)
-    if page.after is not None:
-        q = q.where(Agency.id > page.after)
+    if (after := service.cursor_id(page.after)) is not None:
+        q = q.where(Agency.id > after)
     rows = session.exec(q.limit(page.limit + 1)).all()
     return page_of(rows, page, key=lambda a: a.id, to_item=_out)
 
 
 @router.get("/{agency_id}", response_model=AgencyOut, summary="One registered agency")
 def get_agency(agency_id: str, session: SessionDep, _: CurrentPrincipal):
-    agency = session.get(Agency, agency_id)
+    agency = service.find(session, agency_id)
     if agency is None:
         raise not_found("agency")
     return _out(agency)

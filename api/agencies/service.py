@@ -1,3 +1,6 @@
+from typing import Any
+
+from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, select
 
 from api.agencies.models import Agency
@@ -5,6 +8,18 @@ from api.agencies.schemas import AgencyCreate
 from api.auth.passwords import hash_secret, new_client_secret
 from api.policy.loader import Policy
 from api.problems import ProblemError, invalid
+
+
+def find(session: Session, agency_id: str) -> Agency | None:
+    """The agency with this id; an id holding NUL (which PostgreSQL refuses) names none."""
+    return None if "\x00" in agency_id else session.get(Agency, agency_id)
+
+
+def cursor_id(after: Any) -> str | None:
+    """The agency id a list cursor points after; anything else is not a cursor we issued."""
+    if after is not None and (not isinstance(after, str) or "\x00" in after):
+        raise invalid("cursor", "not a cursor returned by this service")
+    return after
 
 
 def known_areas(session: Session, policy: Policy) -> set[str]:
@@ -20,14 +35,24 @@ def check_area(session: Session, policy: Policy, area: str, field: str = "area")
                       "data and no registered agency there)")
 
 
+class AlreadyRegistered(ProblemError):
+    def __init__(self, agency_id: str):
+        super().__init__(409, f"An agency with id {agency_id} is already registered.")
+
+
 def register(session: Session, policy: Policy, body: AgencyCreate) -> tuple[Agency, str]:
     """Register an agency; the client secret is returned once and stored hashed."""
     check_area(session, policy, body.area)
     if session.get(Agency, body.id) is not None:
-        raise ProblemError(409, f"An agency with id {body.id} is already registered.")
+        raise AlreadyRegistered(body.id)
     secret = new_client_secret()
     agency = Agency(id=body.id, name=body.name, kind=body.kind, area=body.area,
                     client_secret_hash=hash_secret(secret))
-    session.add(agency)
-    session.flush()
+    try:
+        # A concurrent registration of the same id (PostgreSQL) meets ours at the primary key;
+        # the savepoint keeps this transaction usable so the loser can answer 409 or replay.
+        with session.begin_nested():
+            session.add(agency)
+    except IntegrityError as exc:
+        raise AlreadyRegistered(body.id) from exc
     return agency, secret

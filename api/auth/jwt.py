@@ -37,6 +37,17 @@ def new_rsa_key() -> tuple[str, dict[str, Any]]:
     return pem, {"kty": "RSA", "n": public["n"], "e": public["e"], "alg": ALGORITHM, "use": "sig"}
 
 
+def usable_public_jwk(key: Any) -> bool:
+    """Whether an outside JWKS entry is an RSA key with a kid that the library can load."""
+    if not isinstance(key, dict) or key.get("kty") != "RSA" or not isinstance(key.get("kid"), str):
+        return False
+    try:
+        jwk.construct(key, ALGORITHM)
+    except (JOSEError, ValueError, TypeError, KeyError):
+        return False
+    return True
+
+
 def sign(claims: dict[str, Any], private_pem: str, kid: str) -> str:
     return jwt.encode(claims, private_pem, algorithm=ALGORITHM, headers={"kid": kid})
 
@@ -62,9 +73,10 @@ def verify(token: str, keys: dict[str, dict[str, Any]], *, issuer: str, audience
         raise TokenInvalid(f"malformed token header: {exc}") from exc
     if header.get("alg") != ALGORITHM:
         raise TokenInvalid(f"algorithm {header.get('alg')!r} is not accepted; RS256 only")
-    key = keys.get(header.get("kid") or "")
+    kid = header.get("kid")
+    key = keys.get(kid) if isinstance(kid, str) else None  # a list or object kid is unhashable
     if key is None:
-        raise TokenInvalid(f"unknown signing key id {header.get('kid')!r}")
+        raise TokenInvalid(f"unknown signing key id {kid!r}")
     if key.get("kty") != "RSA":
         raise TokenInvalid("signing key is not an RSA key")
     try:
@@ -78,9 +90,15 @@ def verify(token: str, keys: dict[str, dict[str, Any]], *, issuer: str, audience
         )
     except JOSEError as exc:
         raise TokenInvalid(str(exc)) from exc
+    except (ValueError, TypeError, KeyError) as exc:  # the library's errors for a malformed JWK
+        raise TokenInvalid(f"signing key {kid!r} is unusable: {exc}") from exc
     missing = [c for c in REQUIRED_CLAIMS if c not in claims]
     if missing:  # belt and braces: never rely on the library's defaults for presence
         raise TokenInvalid(f"token lacks required claims: {', '.join(missing)}")
+    for name in ("sub", "iss"):  # present but empty (or NUL, which PostgreSQL text refuses)
+        value = claims[name]
+        if not isinstance(value, str) or not value.strip() or "\x00" in value:
+            raise TokenInvalid(f"{name} must be a non-empty string")
     aud = claims["aud"]
     if aud != audience and not (isinstance(aud, list) and audience in aud):
         raise TokenInvalid("wrong audience")

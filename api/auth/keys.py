@@ -74,7 +74,8 @@ class KeyRing:
         trusted = next((t for t in self.settings.trusted_issuers if t.issuer == issuer), None)
         if trusted is None:
             return None
-        fetched_at, keys = self._external.get(issuer, (0.0, {}))
+        # Never fetched counts as infinitely old: monotonic time may start near 0 at boot.
+        fetched_at, keys = self._external.get(issuer, (float("-inf"), {}))
         stale = time.monotonic() - fetched_at > JWKS_REFRESH_SECONDS
         if stale or (kid_hint not in keys and time.monotonic() - fetched_at > 10):
             keys = self._fetch(trusted) or keys
@@ -90,7 +91,14 @@ class KeyRing:
                 resp = httpx.get(str(trusted.jwks_url), timeout=5.0)
                 resp.raise_for_status()
                 doc = resp.json()
-            return {k["kid"]: k for k in doc.get("keys", []) if "kid" in k}
-        except (httpx.HTTPError, OSError, ValueError, KeyError) as exc:
+            entries = doc.get("keys") if isinstance(doc, dict) else None
+            if not isinstance(entries, list):
+                raise ValueError('not a JWKS document (no "keys" list)')
+            keys = {k["kid"]: k for k in entries if jwt.usable_public_jwk(k)}
+            if len(keys) < len(entries):
+                log.warning("JWKS for trusted issuer %s: skipped %d unusable key(s)",
+                            trusted.issuer, len(entries) - len(keys))
+            return keys
+        except (httpx.HTTPError, OSError, ValueError) as exc:
             log.warning("could not load JWKS for trusted issuer %s: %s", trusted.issuer, exc)
             return {}

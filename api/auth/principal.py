@@ -56,11 +56,14 @@ def current_principal(
     role = claims.get("role")
     if role not in ROLES:
         raise _unauthorized("The access token carries no recognised role.")
-    agency = claims.get("agency")
+    agency, area = claims.get("agency"), claims.get("area")
+    if not all(v is None or (isinstance(v, str) and v and "\x00" not in v) for v in (agency, area)):
+        # an outside issuer may send anything; these claims end up in queries and the audit log
+        raise _unauthorized("The access token's agency or area claim is malformed.")
     if role == "agency_system" and not agency:
         raise _unauthorized("An agency_system token must name its agency.")
     return Principal(sub=str(claims["sub"]), role=role, agency_id=agency,
-                     area=claims.get("area"), issuer=issuer)
+                     area=area, issuer=issuer)
 
 
 CurrentPrincipal = Annotated[Principal, Depends(current_principal)]

@@ -23,6 +23,12 @@ class OAuthError(Exception):
         self.description = description
 
 
+def _as_name(value: str) -> str:
+    """A caller-supplied id made safe to look up and log: PostgreSQL text cannot hold NUL,
+    and no account name contains one, so escaping it simply makes the lookup miss."""
+    return value.replace("\x00", "\\x00")
+
+
 def _token(keyring: KeyRing, settings: Settings, *, sub: str, role: str, agency: str | None,
            area: str | None) -> dict:
     now = int(time.time())
@@ -37,6 +43,7 @@ def _token(keyring: KeyRing, settings: Settings, *, sub: str, role: str, agency:
 
 def client_credentials(session: Session, keyring: KeyRing, settings: Settings,
                        client_id: str, client_secret: str) -> dict:
+    client_id = _as_name(client_id)
     agency = session.get(Agency, client_id)
     ok = verify_secret(agency.client_secret_hash if agency else None, client_secret)
     if not ok or agency.disabled:
@@ -54,6 +61,7 @@ def client_credentials(session: Session, keyring: KeyRing, settings: Settings,
 
 def password(session: Session, keyring: KeyRing, settings: Settings,
              username: str, password_: str) -> dict:
+    username = _as_name(username)
     user = session.exec(select(User).where(User.username == username)).first()
     ok = verify_secret(user.password_hash if user else None, password_)
     if not ok or user.disabled:

@@ -1,0 +1,765 @@
+"""The token endpoint, JWKS, bearer-token verification and role checks (api/auth).
+
+Tokens are checked here with code independent of ours: signatures with `cryptography`
+directly against the published JWKS, and claims by python-jose's own `jwt.decode`. Hostile
+tokens are crafted by hand (base64url + RSA/HMAC) so that no library refuses to make them.
+"""
+
+from __future__ import annotations
+
+import base64
+import functools
+import hashlib
+import hmac
+import json
+import time
+import uuid
+from collections.abc import Callable
+from types import SimpleNamespace
+
+import httpx
+import pytest
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import padding, rsa
+from jose import jwt as jose_jwt
+from sqlmodel import Session, func, select
+
+from api.agencies.models import Agency
+from api.audit.models import AuditEvent
+from api.auth.jwt import new_rsa_key
+from api.auth.keys import KeyRing
+from api.auth.models import SigningKey, User
+from api.auth.passwords import hash_secret, new_client_secret, verify_secret
+from api.db import get_session
+from api.main import create_app
+from api.settings import TrustedIssuer
+from tests.factories import AGENCIES, BIRMINGHAM, PASSWORD, SECRET, SANDWELL
+
+TOKEN = "/v1/oauth/token"
+PROTECTED = "/v1/agencies"
+
+
+# --- helpers: hand-made JWTs and an independent verifier -------------------------------------
+
+def b64url(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+
+def b64url_decode(text: str) -> bytes:
+    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+
+
+def segment(obj) -> str:
+    return b64url(json.dumps(obj).encode())
+
+
+@functools.cache
+def _private_key(private_pem: str):
+    return serialization.load_pem_private_key(private_pem.encode(), password=None)
+
+
+def rs256(header: dict, claims, private_pem: str, digest=hashes.SHA256) -> str:
+    key = _private_key(private_pem)
+    signing_input = f"{segment(header)}.{segment(claims)}"
+    signature = key.sign(signing_input.encode(), padding.PKCS1v15(), digest())
+    return f"{signing_input}.{b64url(signature)}"
+
+
+def hs256(header: dict, claims: dict, secret: bytes) -> str:
+    signing_input = f"{segment(header)}.{segment(claims)}"
+    signature = hmac.new(secret, signing_input.encode(), hashlib.sha256).digest()
+    return f"{signing_input}.{b64url(signature)}"
+
+
+def header_of(token: str) -> dict:
+    return json.loads(b64url_decode(token.split(".")[0]))
+
+
+def claims_of(token: str) -> dict:
+    return json.loads(b64url_decode(token.split(".")[1]))
+
+
+def public_key_from_jwk(jwk: dict) -> rsa.RSAPublicKey:
+    n = int.from_bytes(b64url_decode(jwk["n"]), "big")
+    e = int.from_bytes(b64url_decode(jwk["e"]), "big")
+    return rsa.RSAPublicNumbers(e, n).public_key()
+
+
+def stock_verify(token: str, jwks: dict, *, issuer: str, audience: str = "flagshare") -> dict:
+    """Verify with the published keys only: RSA signature by hand, claims by python-jose."""
+    header = header_of(token)
+    assert header["alg"] == "RS256"
+    matching = [k for k in jwks["keys"] if k.get("kid") == header["kid"]]
+    assert len(matching) == 1, f"kid {header['kid']} not exactly once in the JWKS"
+    signing_input, _, signature = token.rpartition(".")
+    public_key_from_jwk(matching[0]).verify(
+        b64url_decode(signature), signing_input.encode(), padding.PKCS1v15(), hashes.SHA256()
+    )
+    return jose_jwt.decode(token, matching[0], algorithms=["RS256"], audience=audience,
+                           issuer=issuer)
+
+
+def audit_count(session: Session, **where) -> int:
+    q = select(func.count()).select_from(AuditEvent)
+    for column, value in where.items():
+        q = q.where(getattr(AuditEvent, column) == value)
+    return session.exec(q).one()
+
+
+def last_audit(session: Session) -> AuditEvent:
+    session.expire_all()
+    return session.exec(select(AuditEvent).order_by(AuditEvent.seq.desc()).limit(1)).one()
+
+
+def problem(r: httpx.Response, status: int) -> dict:
+    assert r.status_code == status, r.text
+    assert r.headers["content-type"].startswith("application/problem+json")
+    body = r.json()
+    assert {"type", "title", "status", "detail"} <= body.keys()
+    assert body["status"] == status
+    return body
+
+
+def bearer(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
+
+
+def basic(client_id: str, secret: str) -> dict[str, str]:
+    return {"Authorization": "Basic " + base64.b64encode(f"{client_id}:{secret}".encode()).decode()}
+
+
+@pytest.fixture
+def own_key(world, session) -> tuple[str, str]:
+    """(kid, private PEM) of the key the service signs with, read from the database."""
+    kid = header_of(world.token("GP-A"))["kid"]
+    row = session.get(SigningKey, kid)
+    assert row is not None and row.retired_at is None
+    return kid, row.private_pem
+
+
+def base_claims(world, who: str = "GP-A", **override) -> dict:
+    """The claims of a valid token for `who`, as world.token would make them."""
+    claims = claims_of(world.token(who))
+    claims.update(override)
+    return {k: v for k, v in claims.items() if v is not ...}
+
+
+# --- the token endpoint ----------------------------------------------------------------------
+
+async def test_client_credentials_in_form_issue_a_verifiable_token(client, world, settings):
+    before = int(time.time())
+    r = await client.post(TOKEN, data={"grant_type": "client_credentials",
+                                       "client_id": "GP-A", "client_secret": SECRET})
+    assert r.status_code == 200, r.text
+    assert "no-store" in r.headers["cache-control"]
+    body = r.json()
+    assert body["token_type"] == "Bearer"
+    assert body["expires_in"] == settings.token_ttl_seconds
+    token = body["access_token"]
+
+    jwks = (await client.get("/.well-known/jwks.json")).json()
+    claims = stock_verify(token, jwks, issuer=settings.issuer)
+    assert header_of(token)["kid"] in {k["kid"] for k in jwks["keys"]}
+    assert claims["iss"] == settings.issuer == "https://flagshare.test"
+    assert claims["aud"] == "flagshare"
+    assert claims["sub"] == "GP-A"
+    assert claims["role"] == "agency_system"
+    assert claims["agency"] == "GP-A"
+    assert claims["area"] == BIRMINGHAM
+    assert before - 1 <= claims["iat"] <= int(time.time()) + 1
+    assert claims["exp"] - claims["iat"] == body["expires_in"]
+    uuid.UUID(claims["jti"])
+
+    # and the service itself accepts what it issued
+    r = await client.get("/v1/agencies/GP-B", headers=bearer(token))
+    assert r.status_code == 200, r.text
+
+
+async def test_client_credentials_by_http_basic(client, world, settings):
+    r = await client.post(TOKEN, data={"grant_type": "client_credentials"},
+                          headers=basic("CSC-B", SECRET))
+    assert r.status_code == 200, r.text
+    jwks = (await client.get("/.well-known/jwks.json")).json()
+    claims = stock_verify(r.json()["access_token"], jwks, issuer=settings.issuer)
+    assert (claims["sub"], claims["agency"], claims["area"]) == ("CSC-B", "CSC-B", SANDWELL)
+
+
+async def test_each_token_has_its_own_jti(client, world):
+    form = {"grant_type": "client_credentials", "client_id": "GP-A", "client_secret": SECRET}
+    first = (await client.post(TOKEN, data=form)).json()["access_token"]
+    second = (await client.post(TOKEN, data=form)).json()["access_token"]
+    assert claims_of(first)["jti"] != claims_of(second)["jti"]
+
+
+@pytest.mark.parametrize("username,role,agency,area", [
+    ("mash.a", "mash_practitioner", "MASH-A", BIRMINGHAM),
+    ("mash.b", "mash_practitioner", "MASH-B", SANDWELL),
+    ("auditor", "auditor", None, None),
+    ("admin", "admin", None, None),
+])
+async def test_password_grant_for_people(client, world, settings, username, role, agency, area):
+    r = await client.post(TOKEN, data={"grant_type": "password", "username": username,
+                                       "password": PASSWORD})
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert body["token_type"] == "Bearer" and body["expires_in"] == settings.token_ttl_seconds
+    jwks = (await client.get("/.well-known/jwks.json")).json()
+    claims = stock_verify(body["access_token"], jwks, issuer=settings.issuer)
+    assert claims["sub"] == username
+    assert claims["role"] == role
+    assert claims.get("agency") == agency
+    assert claims.get("area") == area
+    assert {"iat", "exp", "jti"} <= claims.keys()
+
+
+async def test_admin_password_token_can_register_an_agency(client, world):
+    r = await client.post(TOKEN, data={"grant_type": "password", "username": "admin",
+                                       "password": PASSWORD})
+    token = r.json()["access_token"]
+    r = await client.post("/v1/agencies", headers=bearer(token), json={
+        "id": "GP-NEW", "name": "New practice", "kind": "gp", "area": BIRMINGHAM})
+    assert r.status_code == 201, r.text
+
+
+async def test_successful_token_issues_are_audited(client, world, session):
+    r = await client.post(TOKEN, data={"grant_type": "client_credentials",
+                                       "client_id": "POLICE-A", "client_secret": SECRET})
+    assert r.status_code == 200
+    event = last_audit(session)
+    assert (event.action, event.actor, event.actor_agency) == (
+        "token.issue", "POLICE-A", "POLICE-A")
+    assert event.outcome == "issued"
+
+    r = await client.post(TOKEN, data={"grant_type": "password", "username": "mash.b",
+                                       "password": PASSWORD})
+    assert r.status_code == 200
+    event = last_audit(session)
+    assert (event.action, event.actor, event.actor_agency) == ("login", "mash.b", "MASH-B")
+    assert event.outcome != "denied"
+
+
+def _disable_agency(session, agency_id):
+    session.get(Agency, agency_id).disabled = True
+    session.commit()
+
+
+def _disable_user(session, username):
+    session.exec(select(User).where(User.username == username)).one().disabled = True
+    session.commit()
+
+
+CLIENT_FAILURES = {
+    "wrong secret": ({"client_id": "GP-A", "client_secret": "not-the-secret"}, {}, None),
+    "unknown client": ({"client_id": "NO-SUCH", "client_secret": SECRET}, {}, None),
+    "another agency's id": ({"client_id": "GP-B", "client_secret": "x" + SECRET}, {}, None),
+    "wrong secret by basic": ({}, basic("GP-A", "wrong"), None),
+    "unknown client by basic": ({}, basic("NOPE", SECRET), None),
+    "disabled agency": ({"client_id": "HOUSING-A", "client_secret": SECRET}, {},
+                        lambda s: _disable_agency(s, "HOUSING-A")),
+    "nul byte in client id": ({"client_id": "GP-A\x00", "client_secret": SECRET}, {}, None),
+    "over-long client id": ({"client_id": "G" * 5000, "client_secret": SECRET}, {}, None),
+}
+
+
+@pytest.mark.parametrize("case", CLIENT_FAILURES)
+async def test_bad_client_credentials_are_invalid_client_and_audited(client, world, session, case):
+    form, headers, setup = CLIENT_FAILURES[case]
+    if setup:
+        setup(session)
+    before = audit_count(session, action="token.issue", outcome="denied")
+    r = await client.post(TOKEN, data={"grant_type": "client_credentials", **form},
+                          headers=headers)
+    assert r.status_code == 401, r.text
+    assert r.json()["error"] == "invalid_client"
+    assert "access_token" not in r.json()
+    assert "WWW-Authenticate" in r.headers
+    assert audit_count(session, action="token.issue", outcome="denied") == before + 1
+
+
+USER_FAILURES = {
+    "wrong password": ({"username": "admin", "password": "wrong"}, None),
+    "unknown user": ({"username": "nobody", "password": PASSWORD}, None),
+    "another user's password": ({"username": "auditor", "password": PASSWORD + "x"}, None),
+    "case-changed username": ({"username": "ADMIN", "password": PASSWORD}, None),
+    "disabled user": ({"username": "mash.a", "password": PASSWORD},
+                      lambda s: _disable_user(s, "mash.a")),
+    "agency id as username": ({"username": "GP-A", "password": SECRET}, None),
+    "nul byte in username": ({"username": "admin\x00", "password": PASSWORD}, None),
+}
+
+
+@pytest.mark.parametrize("case", USER_FAILURES)
+async def test_bad_passwords_are_invalid_grant_and_audited(client, world, session, case):
+    form, setup = USER_FAILURES[case]
+    if setup:
+        setup(session)
+    before = audit_count(session, action="login", outcome="denied")
+    r = await client.post(TOKEN, data={"grant_type": "password", **form})
+    assert r.status_code == 401, r.text
+    assert r.json()["error"] == "invalid_grant"
+    assert "access_token" not in r.json()
+    assert audit_count(session, action="login", outcome="denied") == before + 1
+
+
+async def test_failed_login_audit_names_who_tried(client, world, session):
+    await client.post(TOKEN, data={"grant_type": "password", "username": "mash.a",
+                                   "password": "guess"})
+    event = last_audit(session)
+    assert (event.action, event.actor, event.outcome) == ("login", "mash.a", "denied")
+
+
+@pytest.mark.parametrize("form", [
+    {},
+    {"client_id": "GP-A", "client_secret": SECRET},
+    {"grant_type": "client_credentials"},
+    {"grant_type": "client_credentials", "client_id": "GP-A"},
+    {"grant_type": "client_credentials", "client_secret": SECRET},
+    {"grant_type": "client_credentials", "client_id": "", "client_secret": SECRET},
+    {"grant_type": "password"},
+    {"grant_type": "password", "username": "admin"},
+    {"grant_type": "password", "password": PASSWORD},
+])
+async def test_missing_fields_are_invalid_request(client, world, form):
+    r = await client.post(TOKEN, data=form)
+    assert r.status_code == 400, r.text
+    assert r.json()["error"] == "invalid_request"
+
+
+@pytest.mark.parametrize("grant", ["authorization_code", "refresh_token", "implicit",
+                                   "urn:ietf:params:oauth:grant-type:jwt-bearer", "PASSWORD"])
+async def test_unknown_grant_type_is_unsupported(client, world, grant):
+    r = await client.post(TOKEN, data={"grant_type": grant, "client_id": "GP-A",
+                                       "client_secret": SECRET, "username": "admin",
+                                       "password": PASSWORD})
+    assert r.status_code == 400, r.text
+    assert r.json()["error"] == "unsupported_grant_type"
+
+
+async def test_json_body_is_not_a_token_request(client, world):
+    r = await client.post(TOKEN, json={"grant_type": "client_credentials", "client_id": "GP-A",
+                                       "client_secret": SECRET})
+    assert r.status_code == 400, r.text
+    assert r.json()["error"] == "invalid_request"
+
+
+# --- the published key set -------------------------------------------------------------------
+
+async def test_jwks_publishes_public_rsa_keys_only(client, world, own_key):
+    r = await client.get("/.well-known/jwks.json")
+    assert r.status_code == 200
+    keys = r.json()["keys"]
+    assert keys, "no keys published"
+    kids = [k["kid"] for k in keys]
+    assert len(kids) == len(set(kids))
+    assert own_key[0] in kids
+    for k in keys:
+        assert k["kty"] == "RSA" and k["alg"] == "RS256" and k.get("use", "sig") == "sig"
+        assert not {"d", "p", "q", "dp", "dq", "qi"} & k.keys(), "private key material published"
+        assert public_key_from_jwk(k).key_size >= 2048
+
+
+async def test_openapi_describes_token_endpoint_and_jwks(client):
+    paths = (await client.get("/openapi.json")).json()["paths"]
+    assert "post" in paths[TOKEN]
+    assert "get" in paths["/.well-known/jwks.json"]
+
+
+# --- hostile and broken bearer tokens --------------------------------------------------------
+
+async def test_hand_made_token_is_accepted(client, world, own_key):
+    """Control for the attacks below: the same crafting, done right, passes."""
+    kid, pem = own_key
+    token = rs256({"alg": "RS256", "typ": "JWT", "kid": kid}, base_claims(world), pem)
+    r = await client.get(PROTECTED, headers=bearer(token))
+    assert r.status_code == 200, r.text
+
+
+def _public_pem(private_pem: str, fmt) -> bytes:
+    key = serialization.load_pem_private_key(private_pem.encode(), password=None)
+    return key.public_key().public_bytes(serialization.Encoding.PEM, fmt)
+
+
+@functools.cache
+def _other_rsa_pem() -> str:
+    """A key nobody trusts (made once: RSA key generation is slow)."""
+    return new_rsa_key()[0]
+
+
+def _other_public_jwk() -> dict:
+    numbers = _private_key(_other_rsa_pem()).public_key().public_numbers()
+    return {"kty": "RSA", "n": b64url(numbers.n.to_bytes(256, "big")),
+            "e": b64url(numbers.e.to_bytes(3, "big"))}
+
+
+def _tampered(world) -> str:
+    token = world.token("GP-A")
+    head, _, sig = token.split(".")
+    claims = claims_of(token) | {"role": "admin"}
+    return f"{head}.{segment(claims)}.{sig}"
+
+
+def _attack_tokens(world, kid: str, pem: str) -> dict[str, Callable[[], str]]:
+    """Each attack by name, made on demand."""
+    now = int(time.time())
+    rs = {"alg": "RS256", "typ": "JWT", "kid": kid}
+    good = base_claims(world)
+    spki = _public_pem(pem, serialization.PublicFormat.SubjectPublicKeyInfo)
+    pkcs1 = _public_pem(pem, serialization.PublicFormat.PKCS1)
+    return {
+        "garbage": lambda: "not-a-token",
+        "three garbage segments": lambda: "abc.def.ghi",
+        "two segments": lambda: f"{segment(rs)}.{segment(good)}",
+        "header not an object": lambda: f"{b64url(b'[1]')}.{segment(good)}.{b64url(b'x')}",
+        "payload not an object": lambda: rs256(rs, [1, 2], pem),
+        "alg none": lambda: f"{segment({'alg': 'none', 'typ': 'JWT'})}.{segment(good)}.",
+        "alg None with kid": lambda: f"{segment({'alg': 'None', 'kid': kid})}.{segment(good)}.",
+        "HS256 keyed with public PEM (SPKI)":
+            lambda: hs256({"alg": "HS256", "kid": kid}, good, spki),
+        "HS256 keyed with public PEM (PKCS1)":
+            lambda: hs256({"alg": "HS256", "kid": kid}, good, pkcs1),
+        "HS256 keyed with public PEM, no kid": lambda: hs256({"alg": "HS256"}, good, spki),
+        "RS512 with our key":
+            lambda: rs256({"alg": "RS512", "kid": kid}, good, pem, hashes.SHA512),
+        "expired": lambda: rs256(rs, good | {"iat": now - 600, "exp": now - 60}, pem),
+        "not yet valid (nbf)": lambda: rs256(rs, good | {"nbf": now + 600}, pem),
+        "wrong aud": lambda: rs256(rs, good | {"aud": "someone-else"}, pem),
+        "aud list without us": lambda: rs256(rs, good | {"aud": ["a", "b"]}, pem),
+        "missing aud": lambda: world.token("GP-A", aud=...),
+        "missing exp": lambda: world.token("GP-A", exp=...),
+        "missing sub": lambda: world.token("GP-A", sub=...),
+        "sub not a string": lambda: rs256(rs, good | {"sub": 12345}, pem),
+        "empty sub": lambda: rs256(rs, good | {"sub": ""}, pem),
+        "exp not a number": lambda: rs256(rs, good | {"exp": "tomorrow"}, pem),
+        "missing iss": lambda: world.token("GP-A", iss=...),
+        "wrong iss": lambda: world.token("GP-A", iss="https://evil.example"),
+        "iss not a string": lambda: rs256(rs, good | {"iss": ["https://flagshare.test"]}, pem),
+        "unknown kid": lambda: rs256(rs | {"kid": "no-such-kid"}, good, pem),
+        "no kid": lambda: rs256({"alg": "RS256", "typ": "JWT"}, good, pem),
+        "kid not a string": lambda: rs256(rs | {"kid": [kid]}, good, pem),
+        "kid an object": lambda: rs256(rs | {"kid": {"k": kid}}, good, pem),
+        "other RSA key with our kid": lambda: rs256(rs, good, _other_rsa_pem()),
+        "embedded jwk header": lambda: rs256(rs | {"jwk": _other_public_jwk()}, good,
+                                             _other_rsa_pem()),
+        "jku header": lambda: rs256(rs | {"jku": "https://evil.example/jwks.json"}, good,
+                                    _other_rsa_pem()),
+        "tampered payload": lambda: _tampered(world),
+        "signature stripped": lambda: world.token("GP-A").rsplit(".", 1)[0] + ".",
+        "unknown role": lambda: world.token("GP-A", role="superuser"),
+        "missing role": lambda: world.token("GP-A", role=...),
+        "role not a string": lambda: rs256(rs, good | {"role": ["admin"]}, pem),
+        "agency_system without agency": lambda: world.token("GP-A", agency=...),
+        "agency_system with empty agency": lambda: world.token("GP-A", agency=""),
+        "agency not a string": lambda: rs256(rs, good | {"agency": ["GP-A", "GP-B"]}, pem),
+        "area not a string": lambda: rs256(rs, good | {"area": {"code": BIRMINGHAM}}, pem),
+        "NUL in sub": lambda: rs256(rs, good | {"sub": "GP-A\x00"}, pem),
+        "NUL in agency": lambda: rs256(rs, good | {"agency": "GP-A\x00"}, pem),
+    }
+
+
+ATTACKS = [
+    "garbage", "three garbage segments", "two segments", "header not an object",
+    "payload not an object", "alg none", "alg None with kid",
+    "HS256 keyed with public PEM (SPKI)", "HS256 keyed with public PEM (PKCS1)",
+    "HS256 keyed with public PEM, no kid", "RS512 with our key", "expired",
+    "not yet valid (nbf)", "wrong aud", "aud list without us", "missing aud", "missing exp",
+    "missing sub", "sub not a string", "empty sub", "exp not a number", "missing iss",
+    "wrong iss", "iss not a string", "unknown kid", "no kid", "kid not a string",
+    "kid an object", "other RSA key with our kid", "embedded jwk header", "jku header",
+    "tampered payload", "signature stripped",
+    "unknown role", "missing role", "role not a string", "agency_system without agency",
+    "agency_system with empty agency", "agency not a string", "area not a string", "NUL in sub",
+    "NUL in agency",
+]
+
+
+@pytest.mark.parametrize("attack", ATTACKS)
+async def test_hostile_tokens_are_refused(client, world, own_key, attack):
+    tokens = _attack_tokens(world, *own_key)
+    assert set(tokens) == set(ATTACKS)
+    r = await client.get(PROTECTED, headers=bearer(tokens[attack]()))
+    problem(r, 401)
+    assert "invalid_token" in r.headers.get("www-authenticate", "")
+    # the same request with a good token passes, so the refusal is the token's doing
+    assert (await client.get(PROTECTED, headers=world.auth("GP-A"))).status_code == 200
+
+
+@pytest.mark.parametrize("headers", [
+    {},
+    {"Authorization": ""},
+    {"Authorization": "Bearer"},
+    {"Authorization": "Bearer "},
+    {"Authorization": "Token abc"},
+    basic("GP-A", SECRET),
+])
+async def test_missing_bearer_token_is_401(client, world, headers):
+    r = await client.get(PROTECTED, headers=headers)
+    problem(r, 401)
+    assert r.headers.get("www-authenticate", "").startswith("Bearer")
+
+
+async def test_aud_list_including_us_is_accepted(client, world, own_key):
+    kid, pem = own_key
+    token = rs256({"alg": "RS256", "kid": kid}, base_claims(world, aud=["other", "flagshare"]), pem)
+    assert (await client.get(PROTECTED, headers=bearer(token))).status_code == 200
+
+
+# --- roles -----------------------------------------------------------------------------------
+
+NEW_AGENCY = {"id": "SCHOOL-NEW", "name": "New school", "kind": "education", "area": BIRMINGHAM}
+
+
+@pytest.mark.parametrize("who", ["GP-A", "MASH-A", "CSC-B", "mash.a", "auditor"])
+async def test_only_admin_registers_agencies(client, world, session, who):
+    r = await client.post("/v1/agencies", json=NEW_AGENCY, headers=world.auth(who))
+    body = problem(r, 403)
+    assert "admin" in body["detail"]
+    assert session.get(Agency, "SCHOOL-NEW") is None
+    r = await client.post("/v1/agencies", json=NEW_AGENCY, headers=world.auth("admin"))
+    assert r.status_code == 201, r.text
+
+
+async def test_role_claim_decides_not_the_subject(client, world):
+    """A token whose subject is named "admin" but whose role is not admin is refused."""
+    r = await client.post("/v1/agencies", json=NEW_AGENCY,
+                          headers=world.auth("GP-A", sub="admin"))
+    problem(r, 403)
+    r = await client.post("/v1/agencies", json=NEW_AGENCY,
+                          headers=world.auth("auditor", sub="admin"))
+    problem(r, 403)
+
+
+async def test_register_needs_a_token(client, world, session):
+    problem(await client.post("/v1/agencies", json=NEW_AGENCY), 401)
+    assert session.get(Agency, "SCHOOL-NEW") is None
+
+
+# --- trusted extra issuers -------------------------------------------------------------------
+
+IDP = "https://idp.example"
+
+
+@pytest.fixture
+def idp_key(tmp_path):
+    """An outside identity provider's key pair and its JWKS file."""
+    pem, public = new_rsa_key()
+    kid = "idp-key-1"
+    path = tmp_path / "idp-jwks.json"
+    path.write_text(json.dumps({"keys": [{**public, "kid": kid}]}))
+    return kid, pem, path
+
+
+def _app_with(settings, connection, session, **changes):
+    app = create_app(settings.model_copy(update=changes),
+                     session_factory=lambda: Session(bind=connection,
+                                                     join_transaction_mode="create_savepoint",
+                                                     expire_on_commit=False))
+
+    def _test_session():
+        yield session
+
+    app.dependency_overrides[get_session] = _test_session
+    return app
+
+
+@pytest.fixture
+async def idp_client(settings, connection, session, world, idp_key):
+    app = _app_with(settings, connection, session,
+                    trusted_issuers=[TrustedIssuer(issuer=IDP, jwks_file=idp_key[2])])
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app),
+                                 base_url="http://flagshare.test") as c:
+        yield c
+
+
+def _idp_claims(**override) -> dict:
+    now = int(time.time())
+    claims = {"iss": IDP, "aud": "flagshare", "sub": "practitioner@idp.example", "iat": now,
+              "exp": now + 300, "jti": str(uuid.uuid4()), "role": "mash_practitioner",
+              "agency": "MASH-A", "area": BIRMINGHAM}
+    claims.update(override)
+    return {k: v for k, v in claims.items() if v is not ...}
+
+
+async def test_trusted_issuer_token_is_accepted(idp_client, idp_key):
+    kid, pem, _ = idp_key
+    token = rs256({"alg": "RS256", "kid": kid}, _idp_claims(), pem)
+    r = await idp_client.get(PROTECTED, headers=bearer(token))
+    assert r.status_code == 200, r.text
+
+
+async def test_trusted_issuer_also_keeps_our_own_tokens_working(idp_client, world):
+    assert (await idp_client.get(PROTECTED, headers=world.auth("GP-A"))).status_code == 200
+
+
+async def test_trusted_issuer_setting_parses_from_environment_json(settings, idp_key):
+    changed = type(settings)(**{**settings.model_dump(exclude={"trusted_issuers"}),
+                                "trusted_issuers": json.dumps(
+                                    [{"issuer": IDP, "jwks_file": str(idp_key[2])}])})
+    assert changed.trusted_issuers[0].issuer == IDP
+
+
+@pytest.mark.parametrize("case", [
+    "key not in its JWKS, published kid", "key not in its JWKS, unknown kid",
+    "untrusted issuer", "our issuer with the idp key", "wrong aud", "expired",
+    "missing aud", "HS256 keyed with the idp public PEM",
+])
+async def test_trusted_issuer_refusals(idp_client, idp_key, own_key, case):
+    kid, pem, _ = idp_key
+    spki = _public_pem(pem, serialization.PublicFormat.SubjectPublicKeyInfo)
+    now = int(time.time())
+    token = {
+        "key not in its JWKS, published kid":
+            rs256({"alg": "RS256", "kid": kid}, _idp_claims(), _other_rsa_pem()),
+        "key not in its JWKS, unknown kid":
+            rs256({"alg": "RS256", "kid": "idp-key-2"}, _idp_claims(), _other_rsa_pem()),
+        "untrusted issuer":
+            rs256({"alg": "RS256", "kid": kid}, _idp_claims(iss="https://evil.example"), pem),
+        "our issuer with the idp key":
+            rs256({"alg": "RS256", "kid": own_key[0]}, _idp_claims(iss="https://flagshare.test"),
+                  pem),
+        "wrong aud": rs256({"alg": "RS256", "kid": kid}, _idp_claims(aud="idp-portal"), pem),
+        "expired": rs256({"alg": "RS256", "kid": kid}, _idp_claims(exp=now - 5), pem),
+        "missing aud": rs256({"alg": "RS256", "kid": kid}, _idp_claims(aud=...), pem),
+        "HS256 keyed with the idp public PEM":
+            hs256({"alg": "HS256", "kid": kid}, _idp_claims(), spki),
+    }[case]
+    r = await idp_client.get(PROTECTED, headers=bearer(token))
+    problem(r, 401)
+    # control: a good token from the same issuer passes on the same app
+    good = rs256({"alg": "RS256", "kid": kid}, _idp_claims(), pem)
+    assert (await idp_client.get(PROTECTED, headers=bearer(good))).status_code == 200
+
+
+async def test_trusted_keys_load_even_just_after_boot(idp_client, idp_key, monkeypatch):
+    """The monotonic clock starts near zero at boot; the first fetch must still happen."""
+    import api.auth.keys
+
+    monkeypatch.setattr(api.auth.keys, "time", SimpleNamespace(monotonic=lambda: 3.0))
+    kid, pem, _ = idp_key
+    token = rs256({"alg": "RS256", "kid": kid}, _idp_claims(), pem)
+    assert (await idp_client.get(PROTECTED, headers=bearer(token))).status_code == 200
+
+
+async def test_issuer_is_not_trusted_without_configuration(client, world, idp_key):
+    kid, pem, _ = idp_key
+    token = rs256({"alg": "RS256", "kid": kid}, _idp_claims(), pem)
+    problem(await client.get(PROTECTED, headers=bearer(token)), 401)
+
+
+@pytest.mark.parametrize("content", [
+    "not json", "[]", '{"keys": "nope"}', '{"keys": ["nope"]}',
+    '{"keys": [{"kid": "idp-key-1", "kty": "RSA", "n": "!!", "e": "AQAB"}]}',
+    '{"keys": [{"kid": "idp-key-1", "kty": "oct", "k": "c2VjcmV0"}]}',
+])
+async def test_broken_trusted_jwks_refuses_instead_of_failing(settings, connection, session,
+                                                              world, idp_key, tmp_path, content):
+    kid, pem, _ = idp_key
+    broken = tmp_path / "broken-jwks.json"
+    broken.write_text(content)
+    app = _app_with(settings, connection, session,
+                    trusted_issuers=[TrustedIssuer(issuer=IDP, jwks_file=broken)])
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app),
+                                 base_url="http://flagshare.test") as c:
+        token = rs256({"alg": "RS256", "kid": kid}, _idp_claims(), pem)
+        problem(await c.get(PROTECTED, headers=bearer(token)), 401)
+        # our own tokens still work beside a broken outside issuer
+        assert (await c.get(PROTECTED, headers=world.auth("GP-A"))).status_code == 200
+
+
+async def test_missing_trusted_jwks_file_refuses(settings, connection, session, world, idp_key,
+                                                 tmp_path):
+    kid, pem, _ = idp_key
+    app = _app_with(settings, connection, session, trusted_issuers=[
+        TrustedIssuer(issuer=IDP, jwks_file=tmp_path / "absent.json")])
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app),
+                                 base_url="http://flagshare.test") as c:
+        token = rs256({"alg": "RS256", "kid": kid}, _idp_claims(), pem)
+        problem(await c.get(PROTECTED, headers=bearer(token)), 401)
+
+
+# --- keys persist across restarts ------------------------------------------------------------
+
+def _factory(connection):
+    return lambda: Session(bind=connection, join_transaction_mode="create_savepoint",
+                           expire_on_commit=False)
+
+
+async def test_two_keyrings_over_one_database_share_the_signing_key(settings, connection,
+                                                                    session, world):
+    first, second = KeyRing(settings, _factory(connection)), KeyRing(settings, _factory(connection))
+    first.ensure_signing_key()
+    second.ensure_signing_key()
+    kid_first = header_of(first.sign(base_claims(world)))["kid"]
+    kid_second = header_of(second.sign(base_claims(world)))["kid"]
+    assert kid_first == kid_second
+    assert kid_first in {k["kid"] for k in second.jwks()["keys"]}
+    # the running app (a third process, in effect) publishes and accepts it too
+    assert kid_first == header_of(world.token("GP-A"))["kid"]
+
+
+async def test_first_start_creates_one_key_and_a_restart_reuses_it(settings, connection,
+                                                                   session, world):
+    for row in session.exec(select(SigningKey)).all():  # an empty database, inside this test
+        session.delete(row)
+    session.commit()
+    first = KeyRing(settings, _factory(connection))
+    first.ensure_signing_key()
+    session.expire_all()
+    rows = session.exec(select(SigningKey)).all()
+    assert len(rows) == 1
+    second = KeyRing(settings, _factory(connection))  # "restart"
+    second.ensure_signing_key()
+    session.expire_all()
+    assert [r.kid for r in session.exec(select(SigningKey)).all()] == [rows[0].kid]
+
+    token = first.sign(base_claims(world, iss=settings.issuer))
+    assert header_of(token)["kid"] == rows[0].kid
+    assert [k["kid"] for k in second.jwks()["keys"]] == [rows[0].kid]
+    claims = stock_verify(token, second.jwks(), issuer=settings.issuer)
+    assert claims["sub"] == "GP-A"
+
+
+async def test_a_restarted_app_accepts_tokens_of_the_previous_one(settings, connection, session,
+                                                                  world):
+    token = world.token("GP-A")  # signed by the fixture's app
+    restarted = _app_with(settings, connection, session)
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=restarted),
+                                 base_url="http://flagshare.test") as c:
+        assert (await c.get(PROTECTED, headers=bearer(token))).status_code == 200
+        jwks = (await c.get("/.well-known/jwks.json")).json()
+        assert header_of(token)["kid"] in {k["kid"] for k in jwks["keys"]}
+
+
+async def test_private_keys_never_reach_the_jwks(settings, connection, session, world):
+    ring = KeyRing(settings, _factory(connection))
+    published = json.dumps(ring.jwks())
+    rows = session.exec(select(SigningKey)).all()
+    assert rows
+    for row in rows:
+        numbers = _private_key(row.private_pem).private_numbers()
+        for secret_part in (numbers.d, numbers.p, numbers.q):
+            encoded = b64url(secret_part.to_bytes((secret_part.bit_length() + 7) // 8, "big"))
+            assert encoded[:32] not in published
+        n = numbers.public_numbers.n
+        assert b64url(n.to_bytes((n.bit_length() + 7) // 8, "big")) in published  # control
+
+
+# --- secrets and passwords -------------------------------------------------------------------
+
+def test_secrets_are_stored_as_argon2_hashes():
+    secret = new_client_secret()
+    assert len(secret) >= 32 and secret != new_client_secret()
+    stored = hash_secret(secret)
+    assert stored.startswith("$argon2id$") and secret not in stored
+    assert verify_secret(stored, secret)
+    assert not verify_secret(stored, secret + "x")
+    assert not verify_secret(stored, "")
+    assert not verify_secret(None, secret)
+    assert not verify_secret("not-a-hash", secret)
+    assert hash_secret(secret) != stored  # salted
+
+
+def test_world_passwords_are_hashed(session, world):
+    for user in session.exec(select(User)).all():
+        assert user.password_hash.startswith("$argon2") and PASSWORD not in user.password_hash
+    for agency_id in AGENCIES:
+        assert SECRET not in session.get(Agency, agency_id).client_secret_hash
