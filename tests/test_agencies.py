@@ -372,12 +372,32 @@ async def test_same_idempotency_key_and_body_replays_the_first_result(client, wo
                               headers={**headers, "Content-Type": "application/json"})
     assert again.status_code == 201, again.text
     assert again.json()["id"] == first.json()["id"] == "P81001"
-    assert again.json()["client_secret"] == first.json()["client_secret"]
+    # The secret is never stored for replays; only its hash exists anywhere.
+    assert again.json()["client_secret"] is None and first.json()["client_secret"]
+    stored = session.exec(select(IdempotencyRecord)).all()
+    assert stored and all(first.json()["client_secret"] not in json.dumps(r.response_body)
+                          for r in stored)
     assert agency_count(session) == count
     session.expire_all()
     assert session.exec(select(func.count()).select_from(AuditEvent)
                         .where(AuditEvent.action == "agency.register")).one() == audits
     assert (await get_token(client, "P81001", first.json()["client_secret"])).status_code == 200
+
+
+async def test_admin_rotates_a_lost_secret(client, world, session):
+    first = await client.post("/v1/agencies", json=body(), headers=world.auth("admin"))
+    old = first.json()["client_secret"]
+    for who in ("GP-A", "mash.a", "auditor"):
+        r = await client.post("/v1/agencies/P81001/secret", headers=world.auth(who))
+        assert r.status_code == 403
+    assert (await client.post("/v1/agencies/NOPE/secret",
+                              headers=world.auth("admin"))).status_code == 404
+    rotated = await client.post("/v1/agencies/P81001/secret", headers=world.auth("admin"))
+    assert rotated.status_code == 200
+    new = rotated.json()["client_secret"]
+    assert new and new != old
+    assert (await get_token(client, "P81001", new)).status_code == 200
+    assert (await get_token(client, "P81001", old)).status_code == 401
 
 
 async def test_same_idempotency_key_with_another_body_is_409(client, world, session):
@@ -465,6 +485,8 @@ async def test_racing_retries_with_one_key_all_get_the_first_result(committing_c
         c.post("/v1/agencies", json=body(id="RACE-2"), headers=headers) for _ in range(4)])
     assert [r.status_code for r in rs] == [201] * 4, [r.text for r in rs]
     assert {r.json()["id"] for r in rs} == {"RACE-2"}
-    assert len({r.json()["client_secret"] for r in rs}) == 1
-    token = await get_token(c, "RACE-2", rs[0].json()["client_secret"])
+    # Exactly one caller (the winner) sees the secret; replays never carry it.
+    secrets = [r.json()["client_secret"] for r in rs if r.json()["client_secret"]]
+    assert len(secrets) == 1
+    token = await get_token(c, "RACE-2", secrets[0])
     assert token.status_code == 200, token.text

@@ -40,7 +40,24 @@ def create_agency(
         raise
     audit.record(session, actor=principal.sub, actor_agency=principal.agency_id,
                  action="agency.register", outcome="registered", recipient=agency.id)
-    return idem.commit(201, AgencyCreated(**_out(agency).model_dump(), client_secret=secret))
+    out = _out(agency).model_dump()
+    # A replay answers with the same status and id but never the secret, which is not stored.
+    return idem.commit(201, AgencyCreated(**out, client_secret=secret),
+                       remember={**out, "client_secret": None})
+
+
+@router.post("/{agency_id}/secret", response_model=AgencyCreated,
+             summary="Issue a new client secret (admin); the old one stops working at once")
+def rotate_secret(
+    agency_id: str,
+    session: SessionDep,
+    principal: Annotated[Principal, Depends(require_roles("admin"))],
+):
+    agency, secret = service.rotate_secret(session, agency_id)
+    audit.record(session, actor=principal.sub, actor_agency=principal.agency_id,
+                 action="agency.rotate_secret", outcome="rotated", recipient=agency.id)
+    session.commit()
+    return AgencyCreated(**_out(agency).model_dump(), client_secret=secret)
 
 
 @router.get("", response_model=Page[AgencyOut], summary="Registered agencies")

@@ -23,4 +23,6 @@ class AgencyOut(BaseModel):
 
 
 class AgencyCreated(AgencyOut):
-    client_secret: str = Field(description="Shown once; only its hash is stored")
+    client_secret: str | None = Field(
+        description="Shown once; only its hash is stored (null when an Idempotency-Key replay "
+        "answers: rotate it with POST /v1/agencies/{id}/secret if the first answer was lost)")

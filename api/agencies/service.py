@@ -7,7 +7,7 @@ from api.agencies.models import Agency
 from api.agencies.schemas import AgencyCreate
 from api.auth.passwords import hash_secret, new_client_secret
 from api.policy.loader import Policy
-from api.problems import ProblemError, invalid
+from api.problems import ProblemError, invalid, not_found
 
 
 def find(session: Session, agency_id: str) -> Agency | None:
@@ -55,4 +55,14 @@ def register(session: Session, policy: Policy, body: AgencyCreate) -> tuple[Agen
             session.add(agency)
     except IntegrityError as exc:
         raise AlreadyRegistered(body.id) from exc
+    return agency, secret
+
+
+def rotate_secret(session: Session, agency_id: str) -> tuple[Agency, str]:
+    agency = session.get(Agency, agency_id)
+    if agency is None:
+        raise not_found("agency")
+    secret = new_client_secret()
+    agency.client_secret_hash = hash_secret(secret)
+    session.add(agency)
     return agency, secret

@@ -46,13 +46,18 @@ class Idempotency:
         return JSONResponse(found.response_body, status_code=found.status_code,
                             headers={"Idempotent-Replayed": "true"})
 
-    def commit(self, status_code: int, body: Any) -> JSONResponse:
-        """Remember the result with the write, commit both, and return the response."""
+    def commit(self, status_code: int, body: Any, *, remember: Any = None) -> JSONResponse:
+        """Remember the result with the write, commit both, and return the response.
+
+        `remember` replaces what is stored for replays when the response holds a secret that
+        must never rest in the database.
+        """
         encoded = jsonable_encoder(body)
         if self.key is not None:
             self.session.add(IdempotencyRecord(
                 principal=self.scope, key=self.key, request_hash=self.request_hash,
-                status_code=status_code, response_body=encoded,
+                status_code=status_code,
+                response_body=encoded if remember is None else jsonable_encoder(remember),
             ))
         try:
             self.session.commit()
