@@ -71,7 +71,7 @@ def create_app(settings: Settings | None = None,
         REQUESTS.labels(request.method, path, str(response.status_code)).inc()
         return response
 
-    app.add_middleware(problems.BodySizeLimit, max_bytes=settings.max_body_bytes)
+    app.add_middleware(problems.RequestGuard, max_bytes=settings.max_body_bytes)
 
     @app.get("/healthz", tags=["operations"], summary="Liveness")
     def healthz():

@@ -122,8 +122,23 @@ def install(app: FastAPI) -> None:
         return problem_response(500, "An internal error occurred; it has been logged.")
 
 
-class BodySizeLimit:
-    """413 for bodies over the configured size, declared or streamed, before any handler runs."""
+NUL_DETAIL = "Text must not contain NUL (U+0000) characters."
+
+
+def _nul_response() -> JSONResponse:
+    # `error` too, so OAuth clients of the token endpoint read it as invalid_request.
+    return problem_response(400, NUL_DETAIL, extra={"error": "invalid_request"})
+
+
+def _has_nul(raw: bytes, url_encoded: bool) -> bool:
+    if b"\x00" in raw or b"\\u0000" in raw:
+        return True
+    return url_encoded and b"%00" in raw
+
+
+class RequestGuard:
+    """Before any handler: 413 for bodies over the configured size (declared or streamed), and
+    400 for NUL characters in the path, query or body, which PostgreSQL cannot store."""
 
     def __init__(self, app: ASGIApp, max_bytes: int):
         self.app = app
@@ -133,9 +148,13 @@ class BodySizeLimit:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        declared = dict(scope.get("headers", [])).get(b"content-length")
+        headers = dict(scope.get("headers", []))
+        declared = headers.get(b"content-length")
         if declared is not None and declared.isdigit() and int(declared) > self.max_bytes:
             await self._reject(scope, receive, send)
+            return
+        if "\x00" in scope.get("path", "") or _has_nul(scope.get("query_string", b""), True):
+            await _nul_response()(scope, receive, send)
             return
         # Read the whole body up front (bounded), so a streamed oversize body is refused too.
         chunks, total = [], 0
@@ -152,6 +171,9 @@ class BodySizeLimit:
             chunks.append(chunk)
             more = message.get("more_body", False)
         body = b"".join(chunks)
+        if _has_nul(body, b"form-urlencoded" in headers.get(b"content-type", b"")):
+            await _nul_response()(scope, receive, send)
+            return
         sent = False
 
         async def replay() -> Message:

@@ -14,11 +14,18 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 
 
 class TrustedIssuer(BaseModel):
-    """An organisation's own identity provider whose tokens the service accepts."""
+    """An organisation's own identity provider whose tokens the service accepts.
+
+    It vouches only for the roles listed (people by default, never admin unless listed) and,
+    when `agencies` is set, only for those agencies.
+    """
 
     issuer: str
     jwks_url: HttpUrl | None = None
     jwks_file: Path | None = None
+    roles: list[Literal["agency_system", "mash_practitioner", "auditor", "admin"]] = [
+        "mash_practitioner", "auditor"]
+    agencies: list[str] | None = None
 
 
 class Settings(BaseSettings):

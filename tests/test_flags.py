@@ -342,3 +342,18 @@ async def test_decision_not_to_share_and_its_validation(client, world, known_chi
                                 json={"decision": "not_share", "reason": "x"})
     assert auditor.status_code == 403
     assert count(session, SharingDecision) == 1
+
+
+@pytest.mark.parametrize("where", ["body", "query", "path"])
+async def test_nul_characters_are_400_not_500(client, world, session, where):
+    headers = world.auth("POLICE-A")
+    if where == "body":
+        r = await client.post("/v1/flags", json=flag_body(summary="Amelia\u0000 was present at "
+                                                          "the incident and frightened."),
+                              headers=headers)
+    elif where == "query":
+        r = await client.get("/v1/agencies", params={"kind": "gp\x00"}, headers=headers)
+    else:
+        r = await client.get("/v1/flags/abc%00def", headers=headers)
+    assert r.status_code == 400 and "NUL" in r.json()["detail"]
+    assert count(session, Flag) == 0

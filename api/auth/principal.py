@@ -62,6 +62,12 @@ def current_principal(
         raise _unauthorized("The access token's agency or area claim is malformed.")
     if role == "agency_system" and not agency:
         raise _unauthorized("An agency_system token must name its agency.")
+    if issuer != settings.issuer:
+        trusted = next(t for t in settings.trusted_issuers if t.issuer == issuer)
+        if role not in trusted.roles or (
+            trusted.agencies is not None and agency is not None and agency not in trusted.agencies
+        ):
+            raise _unauthorized(f"Issuer {issuer!r} is not trusted for this role or agency.")
     return Principal(sub=str(claims["sub"]), role=role, agency_id=agency,
                      area=area, issuer=issuer)
 
