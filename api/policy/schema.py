@@ -8,25 +8,10 @@ partnership's agreement stops start-up instead of silently widening or narrowing
 from __future__ import annotations
 
 import re
-from typing import Annotated, Literal
+from typing import Annotated, Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-AGENCY_KINDS = (
-    "gp",
-    "midwifery",
-    "health_visiting",
-    "police",
-    "childrens_social_care",
-    "education",
-    "ambulance",
-    "adult_social_care",
-    "mental_health",
-    "substance_misuse",
-    "youth_justice",
-    "housing",
-    "mash",
-)
 AgencyKind = Literal[
     "gp",
     "midwifery",
@@ -42,6 +27,7 @@ AgencyKind = Literal[
     "housing",
     "mash",
 ]
+AGENCY_KINDS = get_args(AgencyKind)
 Purpose = Literal["safeguarding", "child_protection", "early_help", "care_planning"]
 RelationshipKind = Literal[
     "registered_gp", "school", "health_visitor", "allocated_social_worker", "midwife", "other"
