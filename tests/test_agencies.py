@@ -206,7 +206,6 @@ async def test_area_of_a_registered_agency_is_known_without_policy(client, world
     ({"id": "-leading-dash"}, {"id"}),
     ({"id": "has space"}, {"id"}),
     ({"id": "slash/in/id"}, {"id"}),
-    ({"id": "GP-A\u0000"}, {"id"}),
     ({"name": ""}, {"name"}),
     ({"name": "n" * 201}, {"name"}),
     ({"name": 7}, {"name"}),
@@ -252,7 +251,7 @@ async def test_get_unknown_agency_is_404_problem(client, world):
     assert b["type"] and b["title"]
 
 
-@pytest.mark.parametrize("path", ["/v1/agencies/GP-A%00", "/v1/agencies/" + "A" * 300])
+@pytest.mark.parametrize("path", ["/v1/agencies/" + "A" * 300])
 async def test_get_odd_ids_is_404_not_5xx(client, world, path):
     problem(await client.get(path, headers=world.auth("GP-A")), 404)
 
@@ -344,9 +343,8 @@ async def test_filters_by_area_and_kind_page_too(client, world):
 
 
 @pytest.mark.parametrize("params,field", [
-    ({"area": "E07000001"}, "area"), ({"area": "E08000025\x00"}, "area"),
+    ({"area": "E07000001"}, "area"),
     ({"area": "birmingham"}, "area"), ({"kind": "school"}, "kind"),
-    ({"kind": "gp\x00"}, "kind"),
 ])
 async def test_bad_filters_are_422_naming_them(client, world, params, field):
     r = await client.get("/v1/agencies", params=params, headers=world.auth("GP-A"))
@@ -445,12 +443,10 @@ async def committing_client(engine, settings):
     """A client on an app whose sessions commit for real, so requests can race each other.
 
     Uses no `connection`/`world` fixture: that test transaction would hold SQLite's write lock.
-    Everything written here is removed afterwards.
+    What it wrote is removed afterwards, except its audit events: the log is append-only.
     """
     app = create_app(settings, session_factory=lambda: Session(engine, expire_on_commit=False))
     app.state.keyring.ensure_signing_key()
-    with Session(engine) as s:
-        head = s.exec(select(func.max(AuditEvent.seq))).one() or 0
     transport = httpx.ASGITransport(app=app)
     async with httpx.AsyncClient(transport=transport, base_url="http://flagshare.test") as c:
         c.admin = {"Authorization": "Bearer " + app.state.keyring.sign(_admin_claims(settings))}
@@ -458,7 +454,6 @@ async def committing_client(engine, settings):
     with Session(engine) as s:
         s.exec(sa_delete(IdempotencyRecord).where(IdempotencyRecord.key.like("race-%")))
         s.exec(sa_delete(Agency).where(Agency.id.like("RACE-%")))
-        s.exec(sa_delete(AuditEvent).where(AuditEvent.seq > head))  # only this test's tail
         s.commit()
 
 
@@ -490,3 +485,14 @@ async def test_racing_retries_with_one_key_all_get_the_first_result(committing_c
     assert len(secrets) == 1
     token = await get_token(c, "RACE-2", secrets[0])
     assert token.status_code == 200, token.text
+
+
+@pytest.mark.parametrize("request_args", [
+    ("GET", "/v1/agencies/GP-A%00", None), ("GET", "/v1/agencies?area=E08000025%00", None),
+    ("POST", "/v1/agencies", {"id": "GP-A\u0000", "name": "x", "kind": "gp",
+                              "area": "E08000025"}),
+])
+async def test_nul_anywhere_is_400_before_the_database(client, world, session, request_args):
+    method, url, body = request_args
+    r = await client.request(method, url, json=body, headers=world.auth("admin"))
+    assert r.status_code == 400 and "NUL" in r.json()["detail"]
