@@ -1,4 +1,4 @@
-"""The `flagshare` command: serve, worker, db upgrade, users add, agencies add."""
+"""The `flagshare` command: serve, worker, db upgrade, users add, agencies add, audit verify."""
 
 from __future__ import annotations
 
@@ -15,6 +15,8 @@ from api.settings import Settings
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    if getattr(args, "offline", False):  # no configuration, no database, no policy
+        return args.handler(args)
     if getattr(args, "demo", False):
         os.environ["FLAGSHARE_ENVIRONMENT"] = "development"
     try:
@@ -125,6 +127,42 @@ def _agencies_add(args, settings: Settings, policy) -> int:
     return 0
 
 
+def _audit_verify(args) -> int:
+    """Verify an export offline: 0 intact, 1 tampered (first bad seq printed), 2 unusable input."""
+    import json
+    from pathlib import Path
+
+    from api.audit.verify import Checkpoint, ExportUnreadable, keys_from_jwks, verify_export
+
+    try:
+        keys = keys_from_jwks(json.loads(Path(args.jwks).read_text())) if args.jwks else None
+        held = []
+        for path in args.checkpoint:
+            data = json.loads(Path(path).read_text())
+            held.append(Checkpoint.parse(data.get("checkpoint", data)
+                                         if isinstance(data, dict) else data))
+        report = verify_export(Path(args.file), keys, held)
+    except (OSError, ValueError, ExportUnreadable) as exc:
+        return _fail(str(exc))
+    print(f"events checked: {report.events_checked}")
+    print(f"head: seq {report.head_seq}, hash {report.head}")
+    signatures = (f"{report.signatures_checked} signature(s) checked" if keys is not None
+                  else "signatures NOT checked (pass --jwks FILE)")
+    print(f"checkpoints: {report.checkpoints_checked}, {signatures}")
+    if cp := report.latest_checkpoint:
+        print(f"latest checkpoint: seq {cp.seq} signed at {cp.at} (kid {cp.kid}); the chain "
+              f"{'passes through it' if report.head_matches_checkpoint else 'does NOT match it'}")
+    if report.ok:
+        print("OK: the log is intact")
+        return 0
+    first = report.first_bad_seq
+    print(f"TAMPERED: first bad seq {first}" if first is not None else "TAMPERED")
+    for finding in report.findings:
+        print(f"  {'seq ' + str(finding.seq) if finding.seq is not None else '-'}: "
+              f"{finding.problem}")
+    return 1
+
+
 def _session(settings: Settings) -> Session:
     from api.db import make_engine
     from api.migrate import upgrade
@@ -165,6 +203,18 @@ def _parser() -> argparse.ArgumentParser:
     for name in ("id", "name", "kind", "area"):
         add_agency.add_argument(f"--{name}", required=True)
     add_agency.set_defaults(handler=_agencies_add)
+
+    audit = sub.add_parser("audit", help="the sharing log").add_subparsers(
+        required=True, metavar="ACTION")
+    verify = audit.add_parser("verify", help="verify an exported log (JSON lines) offline")
+    verify.add_argument("file", metavar="FILE", help="from GET /v1/audit/export")
+    verify.add_argument("--jwks", metavar="FILE",
+                        help="the service's public keys (/.well-known/jwks.json), to check "
+                             "checkpoint signatures")
+    verify.add_argument("--checkpoint", metavar="FILE", action="append", default=[],
+                        help="a checkpoint kept from earlier (GET /v1/audit/checkpoints/latest) "
+                             "to hold the log to; repeatable")
+    verify.set_defaults(handler=_audit_verify, offline=True)
     return parser
 
 

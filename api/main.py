@@ -13,8 +13,10 @@ from sqlmodel import Session
 
 from api import problems
 from api.agencies.router import router as agencies_router
+from api.audit.router import router as audit_router
 from api.auth.keys import KeyRing
 from api.auth.router import router as auth_router
+from api.children.router import router as children_router
 from api.db import get_engine, utcnow
 from api.flags.router import router as flags_router
 from api.forwarding.router import router as forwarding_router
@@ -60,6 +62,8 @@ def create_app(settings: Settings | None = None,
     for router in (auth_router, agencies_router, identity_router, flags_router,
                    forwarding_router, transfers_router):
         app.include_router(router)
+    app.include_router(audit_router)
+    app.include_router(children_router)
 
     @app.middleware("http")
     async def _metrics(request: Request, call_next):

@@ -1,16 +1,18 @@
 """Imports every table model so SQLModel.metadata (and alembic) sees the whole schema."""
 
 from api.agencies.models import Agency
-from api.audit.models import AuditEvent
+from api.audit.models import AuditCheckpoint, AuditEvent
 from api.auth.models import SigningKey, User
 from api.forwarding.models import Delivery, Subscription
 from api.flags.models import Disclosure, Flag, FlagVersion, SharingDecision
-from api.identity.models import LocalIdentifier, Person, PersonLink, Relationship
+from api.identity.models import (
+    IdentityMerge, LocalIdentifier, Person, PersonLink, PossibleMatch, Relationship,
+)
 from api.idempotency.models import IdempotencyRecord
 from api.transfers.models import SuspectedMove, Transfer
 
 __all__ = [
-    "Agency", "AuditEvent", "Delivery", "Disclosure", "Flag", "FlagVersion", "IdempotencyRecord",
-    "LocalIdentifier", "Person", "PersonLink", "Relationship", "SharingDecision", "SigningKey", "Subscription", "SuspectedMove", "Transfer",
+    "Agency", "AuditCheckpoint", "AuditEvent", "Delivery", "Disclosure", "Flag", "FlagVersion",
+    "IdempotencyRecord", "IdentityMerge", "LocalIdentifier", "Person", "PersonLink", "PossibleMatch", "Relationship", "SharingDecision", "SigningKey", "Subscription", "SuspectedMove", "Transfer",
     "User",
 ]

@@ -82,7 +82,8 @@ def _load_error(directory: Path) -> str:
 
 def test_shipped_policy_loads_with_every_contract_category(shipped):
     assert CONTRACT_CATEGORIES <= set(shipped.categories)
-    assert shipped.files == ("areas.yaml", "england-default.yaml", "plain-language.yaml")
+    assert shipped.files == ("access.yaml", "areas.yaml", "england-default.yaml",
+                             "plain-language.yaml")
     assert shipped.agreements and "England" in shipped.agreements[0]
     assert shipped.defaults.transfer_pickup_working_days == 15
     # The areas of the test world are known to the policy.

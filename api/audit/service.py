@@ -1,8 +1,16 @@
 """Appending to the sharing log, in the same transaction as the action it records.
 
-Each event's `hash` is SHA-256 over its canonical form (see `canonical`) including
-`prev_hash`, so any edit, deletion or reordering breaks the chain. Appends are serialised:
-an advisory lock on PostgreSQL, BEGIN IMMEDIATE on SQLite (see api.db).
+Each event's `hash` is SHA-256 over its canonical form including `prev_hash`, so any edit,
+deletion or reordering breaks the chain. Appends are serialised: an advisory lock on
+PostgreSQL, BEGIN IMMEDIATE on SQLite (see api.db).
+
+Canonical form (what `canonical` produces; an offline verifier must reproduce it exactly):
+- a JSON object with exactly the keys in HASHED_FIELDS (every event field except `hash`),
+  absent values as `null`, keys sorted, separators `,` and `:` with no whitespace;
+- strings as UTF-8, not escaped as \\uXXXX (json.dumps ensure_ascii=False); `seq` a JSON integer;
+- `at` as `format_time`: UTC, six fractional digits, trailing `Z`
+  (`2026-11-24T10:12:05.118204Z`), which is also how every API and export shows it;
+- `hash` = lowercase hex SHA-256 of those bytes; the first event's `prev_hash` is 64 zeros.
 """
 
 from __future__ import annotations
@@ -40,6 +48,7 @@ def canonical(event: dict[str, Any]) -> bytes:
 
 
 def event_hash(event: dict[str, Any]) -> str:
+    """Lowercase hex SHA-256 of the canonical form."""
     return hashlib.sha256(canonical(event)).hexdigest()
 
 

@@ -7,11 +7,12 @@ well as valid (python-jose accepts a token with no `aud` even when an audience i
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
-from jose import jwk, jwt
+from jose import jwk, jws, jwt
 from jose.exceptions import JOSEError
 
 ALGORITHM = "RS256"
@@ -103,3 +104,34 @@ def verify(token: str, keys: dict[str, dict[str, Any]], *, issuer: str, audience
     if aud != audience and not (isinstance(aud, list) and audience in aud):
         raise TokenInvalid("wrong audience")
     return claims
+
+
+# --- signed statements (not access tokens): RS256 JWS whose payload never expires ----------
+
+def read_statement(token: str) -> tuple[str | None, dict]:
+    """`kid` and payload of a signed statement WITHOUT checking the signature."""
+    try:
+        kid = jws.get_unverified_header(token).get("kid")
+        payload = json.loads(jws.get_unverified_claims(token))
+    except (JOSEError, ValueError) as exc:
+        raise TokenInvalid(f"malformed signed statement: {exc}") from exc
+    if not isinstance(payload, dict):
+        raise TokenInvalid("signed statement payload is not a JSON object")
+    return kid if isinstance(kid, str) else None, payload
+
+
+def verify_statement(token: str, keys: dict[str, dict[str, Any]]) -> dict:
+    """Payload of a signed statement after checking its RS256 signature against the key named
+    by its `kid` (no claim checks: an audit checkpoint must stay verifiable for years)."""
+    kid, _ = read_statement(token)
+    if jws.get_unverified_header(token).get("alg") != ALGORITHM:
+        raise TokenInvalid("signed statement is not RS256")
+    key = keys.get(kid) if kid else None
+    if key is None:
+        raise TokenInvalid(f"unknown signing key id {kid!r}")
+    try:
+        return json.loads(jws.verify(token, key, algorithms=[ALGORITHM]))
+    except JOSEError as exc:
+        raise TokenInvalid(f"signature does not verify: {exc}") from exc
+    except (ValueError, TypeError, KeyError) as exc:
+        raise TokenInvalid(f"signing key {kid!r} is unusable: {exc}") from exc

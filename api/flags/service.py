@@ -20,6 +20,7 @@ from api.forwarding import service as forwarding
 from api.flags.schemas import DecisionCreate, FlagCreate, FlagUpdate
 from api.identity import service as identity
 from api.identity.models import Person, PersonLink
+from api.identity.scope import child_areas
 from api.policy import rules
 from api.policy.language import summary_warnings
 from api.policy.loader import Policy
@@ -28,6 +29,8 @@ from api.transfers.moves import check_for_move
 
 PLAN_CATEGORIES = ("child_protection_plan", "child_in_need", "looked_after_child")
 MINIMUM_FIELDS = ["summary"]
+# What a MASH practitioner with the child in scope reads: everything but the sharing lists.
+MASH_FIELDS = frozenset({"summary", "details", "related_people", "period", "occurred_at"})
 
 
 def publish(session: Session, policy: Policy, agency: Agency, body: FlagCreate) -> dict:
@@ -135,7 +138,7 @@ def visible_flag(session: Session, principal: Principal, flag_id: str, *,
                                                              ("reason", reason)) if not v])
         if not _mash_in_scope(session, principal, flag):
             raise not_found("flag")
-        fields = {"summary", "details", "related_people", "period", "occurred_at"}
+        fields = set(MASH_FIELDS)
     out = _flag_out(session, flag, version, fields)
     if fields is None:
         out.update(_sharing_lists(session, flag, version))
@@ -146,6 +149,81 @@ def visible_flag(session: Session, principal: Principal, flag_id: str, *,
                  policy_version=version.policy_version)
     session.commit()
     return out
+
+
+def child_flags(session: Session, child_id: str, agency_id: str | None, *,
+                history: bool = False) -> list[dict]:
+    """The child's flags as one chronology, newest first, each as this reader may see it.
+
+    `agency_id` None is a MASH practitioner with the child in scope: every flag, MASH fields.
+    An agency sees the flags it published in full and those shared with it with the fields its
+    latest disclosure gave it; nothing else. Versions collapse to the current one unless
+    `history` is asked for, which also shows flags entered in error.
+    """
+    flags = session.exec(select(Flag).where(Flag.child_id == child_id)
+                         .order_by(Flag.created_at.desc(), Flag.id.desc())).all()
+    if not history:
+        flags = [f for f in flags if f.status != "entered_in_error"]
+    if not flags:
+        return []
+    ids = [f.id for f in flags]
+    fields: dict[str, frozenset[str] | None] = {}
+    received: dict[str, set[int]] = {}
+    if agency_id is None:
+        fields = {f.id: MASH_FIELDS for f in flags}
+    else:
+        for d in session.exec(select(Disclosure).where(
+                Disclosure.flag_id.in_(ids), Disclosure.recipient_id == agency_id,
+                Disclosure.shared.is_(True)).order_by(Disclosure.flag_version,
+                                                      Disclosure.created_at)).all():
+            fields[d.flag_id] = frozenset(d.fields)
+            received.setdefault(d.flag_id, set()).add(d.flag_version)
+        fields.update({f.id: None for f in flags if f.publisher_id == agency_id})
+    flags = [f for f in flags if f.id in fields]
+    ids = [f.id for f in flags]
+    versions: dict[str, list[FlagVersion]] = {}
+    query = select(FlagVersion).where(FlagVersion.flag_id.in_(ids))
+    if not history:
+        query = query.join(Flag, (Flag.id == FlagVersion.flag_id)
+                           & (Flag.version == FlagVersion.version))
+    for v in session.exec(query.order_by(FlagVersion.version.desc())).all():
+        versions.setdefault(v.flag_id, []).append(v)
+    related = _related_people(session, ids)
+    out = []
+    for flag in flags:
+        current, *older = versions[flag.id]
+        seen = fields[flag.id]
+        item = _flag_out(session, flag, current, seen, related=related.get(flag.id, []))
+        if history:
+            item["versions"] = [
+                _flag_out(session, flag, v, seen, related=related.get(flag.id, []))
+                for v in older
+                if agency_id is None or seen is None or v.version in received[flag.id]]
+        out.append(item)
+    return out
+
+
+def share_with_new_recipients(session: Session, policy: Policy, flag: Flag) -> list[str]:
+    """Share an active flag with agencies now entitled to it that never had it — after two
+    records of the child were merged, the kept record's GP or health visitor, say. Agencies
+    that already had the flag are not sent it again."""
+    version = _version(session, flag)
+    if version.status != "active":
+        return []
+    child = session.get(Person, flag.child_id)
+    publisher = session.get(Agency, flag.publisher_id)
+    context = child_context(session, child, publisher.area)
+    had = {d.recipient_id for d in _shared_disclosures(session, flag.id)}
+    decisions = [d for d in rules.decide_recipients(
+        policy, flag.category, publisher.id, context,
+        _candidates(session, policy, flag.category, context))
+        if d.shared and d.agency_id not in had]
+    event_id = forwarding.new_event_id()
+    for d in decisions:
+        _disclose(session, policy, flag, version, d.agency_id, True, d.reason, d.rule_id,
+                  list(d.fields), d.acknowledge_within_hours, event_id=event_id,
+                  event_type="flag.shared", child=child, areas=context.areas)
+    return [d.agency_id for d in decisions]
 
 
 def record_decision(session: Session, policy: Policy, principal: Principal, flag_id: str,
@@ -324,14 +402,14 @@ def _agency_can_see(session, agency_id: str, flag: Flag) -> bool:
 
 
 def _mash_in_scope(session, principal: Principal, flag: Flag) -> bool:
-    """A MASH practitioner sees flags about children known in their own area."""
+    """A MASH practitioner sees flags about children linked to their own area (the same scope
+    as the child's whole record): worked with there, flagged there, or transferred to or from
+    it."""
     if not principal.area:
         return False
     publisher = session.get(Agency, flag.publisher_id)
-    if publisher.area == principal.area:
-        return True
-    child = session.get(Person, flag.child_id)
-    return principal.area in child_context(session, child, publisher.area).areas
+    return publisher.area == principal.area or principal.area in child_areas(session,
+                                                                             flag.child_id)
 
 
 def _cite(version: FlagVersion) -> str:
@@ -358,7 +436,23 @@ def _child_identity(child: Person) -> dict:
     }
 
 
-def _flag_out(session, flag: Flag, version: FlagVersion, fields: set[str] | None) -> dict:
+def _related_people(session, flag_ids: list[str]) -> dict[str, list[dict]]:
+    """The people named on each flag, for many flags in one query."""
+    out: dict[str, list[dict]] = {}
+    if not flag_ids:
+        return out
+    rows = session.exec(select(PersonLink, Person).join(Person, Person.id == PersonLink.person_id)
+                        .where(PersonLink.flag_id.in_(flag_ids))).all()
+    for link, p in rows:
+        out.setdefault(link.flag_id, []).append(
+            {"person_id": p.id, "role": link.role, "relationship": link.relationship,
+             "nhs_number": p.nhs_number, "given_name": p.given_name,
+             "family_name": p.family_name, "birth_date": p.birth_date})
+    return out
+
+
+def _flag_out(session, flag: Flag, version: FlagVersion, fields: set[str] | None, *,
+              related: list[dict] | None = None) -> dict:
     def allowed(name: str) -> bool:
         return fields is None or name in fields
 
@@ -381,12 +475,6 @@ def _flag_out(session, flag: Flag, version: FlagVersion, fields: set[str] | None
     if allowed("period") and version.period_start:
         out["period"] = {"start": version.period_start, "end": version.period_end}
     if allowed("related_people"):
-        rows = session.exec(select(PersonLink, Person).join(Person, Person.id == PersonLink.person_id)
-                            .where(PersonLink.flag_id == flag.id)).all()
-        out["related_people"] = [
-            {"person_id": p.id, "role": link.role, "relationship": link.relationship,
-             "nhs_number": p.nhs_number, "given_name": p.given_name,
-             "family_name": p.family_name, "birth_date": p.birth_date}
-            for link, p in rows
-        ]
+        out["related_people"] = (related if related is not None
+                                 else _related_people(session, [flag.id]).get(flag.id, []))
     return out

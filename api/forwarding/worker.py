@@ -24,6 +24,8 @@ from sqlmodel import Session, or_, select
 from standardwebhooks.webhooks import Webhook
 
 from api.agencies.models import Agency
+from api.audit.checkpoints import Checkpointer
+from api.auth.keys import KeyRing
 from api.db import utcnow
 from api.forwarding import service
 from api.forwarding.models import Delivery, Subscription
@@ -85,6 +87,7 @@ class DeliveryWorker:
                                          follow_redirects=False,
                                          limits=httpx.Limits(max_connections=SEND_CONCURRENCY))
         self._pool = ThreadPoolExecutor(SEND_CONCURRENCY, thread_name_prefix="flagshare-send")
+        self.checkpointer = Checkpointer(session_factory, KeyRing(settings, session_factory))
 
     # --- one pass -------------------------------------------------------------------------
 
@@ -95,6 +98,7 @@ class DeliveryWorker:
         if claimed:
             self.settle(list(zip(claimed, self._pool.map(self.send, claimed))))
         self.escalate()
+        self.checkpointer.run_once()  # signs the audit chain head when due
         return len(claimed)
 
     def run(self, stop: threading.Event) -> None:

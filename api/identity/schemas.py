@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from datetime import date
+from datetime import date, datetime
 from typing import Annotated, Literal
 
 import nhs_number
@@ -47,7 +47,8 @@ def _past(value: date) -> date:
     return value
 
 
-NhsNumber = Annotated[str, AfterValidator(_nhs), Field(description="10 digits, Modulus 11")]
+NhsNumberDigits = Annotated[str, AfterValidator(_nhs)]  # also for query parameters
+NhsNumber = Annotated[NhsNumberDigits, Field(description="10 digits, Modulus 11")]
 Postcode = Annotated[str, AfterValidator(_postcode)]
 Name = Annotated[str, Field(min_length=1, max_length=100)]
 PastDate = Annotated[date, AfterValidator(_past)]
@@ -146,3 +147,62 @@ class RelationshipOut(BaseModel):
     kind: str
     start: date
     end: date | None
+
+
+class MatchDecision(BaseModel):
+    """Why the practitioner decided as they did; kept with the decision and in the audit log."""
+
+    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
+
+    reason: str = Field(min_length=1, max_length=2000)
+
+
+class MatchReason(BaseModel):
+    field: str
+    match: str = Field(description="e.g. exact, nickname, sounds_alike, spelling, "
+                       "day_month_transposed, one_digit, same_district, different")
+
+
+class MatchRecord(BaseModel):
+    child_id: str
+    nhs_number: str | None
+    given_name: str | None
+    family_name: str | None
+    birth_date: date | None
+    sex: str | None
+    postcode: str | None
+    unborn: bool
+    mother_nhs_number: str | None
+    expected_delivery_date: date | None
+    merged_into: str | None
+    known_to: list[str] = Field(description="Agencies holding a local id or relationship")
+
+
+class MergeOut(BaseModel):
+    id: str
+    kept_id: str
+    merged_id: str
+    merged_by: str
+    merged_at: datetime
+    reason: str
+    moved: dict[str, int] = Field(description="How many rows of each kind followed the merge")
+    unmerged_by: str | None
+    unmerged_at: datetime | None
+    unmerge_reason: str | None
+
+
+class MatchOut(BaseModel):
+    id: str
+    kind: Literal["demographics", "unborn_to_born"]
+    status: Literal["open", "confirmed", "rejected", "unmerged", "superseded"]
+    score: float
+    reasons: list[MatchReason]
+    area: str
+    other_area: str | None
+    proposed_by: str
+    records: list[MatchRecord]
+    merge: MergeOut | None
+    decided_by: str | None
+    decided_at: datetime | None
+    decision_reason: str | None
+    created_at: datetime

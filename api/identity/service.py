@@ -1,4 +1,5 @@
-"""Finding or creating persons. Two records are never merged on demographics alone."""
+"""Finding or creating persons. Two records are never merged on demographics alone: a record
+that may be another one is queued as a possible match (api.identity.linking)."""
 
 from __future__ import annotations
 
@@ -9,20 +10,22 @@ from sqlmodel import Session, or_, select
 
 from api.agencies.models import Agency
 from api.db import utcnow
+from api.identity.linking import propose_matches
 from api.identity.models import LocalIdentifier, Person, PersonLink, Relationship
 from api.identity.schemas import RelatedPerson, RelationshipCreate, Subject
 from api.problems import ProblemError
 from api.transfers.moves import check_for_move
 
 DEMOGRAPHICS = ("given_name", "family_name", "birth_date", "sex", "postcode", "ethnicity",
-                "disability")
+                "disability", "mother_nhs_number")
 
 
 def resolve_child(session: Session, agency_id: str, subject: Subject) -> Person:
     """The child a subject names, created if new; an agency's local id is linked to it."""
     by_local = _by_local_id(session, agency_id, subject.local_id) if subject.local_id else None
     if subject.nhs_number:
-        person = _first(session, select(Person).where(Person.nhs_number == subject.nhs_number))
+        person = current(session, _first(session, select(Person).where(
+            Person.nhs_number == subject.nhs_number)))
         if by_local and person and by_local.id != person.id:
             raise ProblemError(409, "subject.local_id already refers to a different child in "
                                "your agency's records than subject.nhs_number does.")
@@ -36,7 +39,8 @@ def resolve_child(session: Session, agency_id: str, subject: Subject) -> Person:
             person = _create(session, Person(nhs_number=subject.nhs_number),
                              select(Person).where(Person.nhs_number == subject.nhs_number))
     elif subject.unborn:
-        person = _first(session, select(Person).where(Person.unborn_key == subject.unborn_key))
+        person = current(session, _first(session, select(Person).where(
+            Person.unborn_key == subject.unborn_key)))
         if by_local is not None and (person is None or by_local.id != person.id):
             # Refuse rather than silently start a second record for a child the agency knows.
             raise ProblemError(409, "subject.local_id already refers to a different child in "
@@ -54,7 +58,7 @@ def resolve_child(session: Session, agency_id: str, subject: Subject) -> Person:
             link_person(session, person.id, mother.id, "parent", "mother", agency_id)
     else:
         person = by_local or Person()
-    _fill_blanks(person, subject)
+    gained = _fill_blanks(person, subject)
     if subject.local_id and by_local is None:
         claimed = _link_local_id(session, agency_id, subject.local_id, person)
         if claimed.id != person.id:  # a racing request linked the id first
@@ -62,8 +66,12 @@ def resolve_child(session: Session, agency_id: str, subject: Subject) -> Person:
                 raise ProblemError(409, "subject.local_id already refers to a different child "
                                    "in your agency's records.")
             person = claimed
-            _fill_blanks(person, subject)
+            gained = _fill_blanks(person, subject)
     session.flush()
+    if subject.mother_nhs_number and not subject.unborn:
+        _link_mother(session, person, subject.mother_nhs_number, agency_id)
+    if gained:  # new, or newly described: it may be a record already held under another name
+        propose_matches(session, person, agency_id)
     return person
 
 
@@ -81,7 +89,15 @@ def resolve_related(session: Session, person: RelatedPerson) -> Person:
 
 def get_or_create_by_nhs(session: Session, nhs: str) -> Person:
     query = select(Person).where(Person.nhs_number == nhs)
-    return _first(session, query) or _create(session, Person(nhs_number=nhs), query)
+    return current(session, _first(session, query)) or _create(session, Person(nhs_number=nhs),
+                                                                query)
+
+
+def current(session: Session, person: Person | None) -> Person | None:
+    """The record a person stands for now: a record merged into another leads to that one."""
+    while person is not None and person.merged_into_id is not None:
+        person = session.get(Person, person.merged_into_id)
+    return person
 
 
 def link_person(session: Session, child_id: str, person_id: str, role: str,
@@ -131,7 +147,18 @@ def age_in_years(person: Person, on: date | None = None) -> int | None:
     return on.year - b.year - ((on.month, on.day) < (b.month, b.day))
 
 
-def _fill_blanks(person: Person, source) -> None:
+def _link_mother(session: Session, child: Person, mother_nhs: str, agency_id: str) -> None:
+    """A baby recorded with the mother's NHS number is linked to her, as an unborn child is."""
+    mother = get_or_create_by_nhs(session, mother_nhs)
+    if mother.id == child.id or session.exec(select(PersonLink.id).where(
+            PersonLink.child_id == child.id, PersonLink.person_id == mother.id,
+            PersonLink.role == "parent")).first():
+        return
+    link_person(session, child.id, mother.id, "parent", "mother", agency_id)
+
+
+def _fill_blanks(person: Person, source) -> bool:
+    """Fill the person's unknown fields from the source; never overwrite. True if any changed."""
     changed = False
     for name in DEMOGRAPHICS:
         value = getattr(source, name, None)
@@ -140,11 +167,12 @@ def _fill_blanks(person: Person, source) -> None:
             changed = True
     if changed:
         person.updated_at = utcnow()
+    return changed
 
 
 def _by_local_id(session: Session, agency_id: str, local_id: str) -> Person | None:
     link = session.get(LocalIdentifier, (agency_id, local_id))
-    return session.get(Person, link.person_id) if link else None
+    return current(session, session.get(Person, link.person_id)) if link else None
 
 
 def _link_local_id(session: Session, agency_id: str, local_id: str, person: Person) -> Person:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 from typing import Annotated, Literal, get_args
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 AgencyKind = Literal[
     "gp",
@@ -124,6 +124,52 @@ class Defaults(_Strict):
     retention_years: int = Field(default=25, ge=1)
 
 
+class SilentRead(_Strict):
+    """A read that does not notify the owning children's social care, e.g. the child's own GP.
+
+    Every condition given must hold: the reading agency is of one of `agency_kinds` and holds
+    a current relationship of one of `relationship_kinds` with the child.
+    """
+
+    id: str
+    why: Why
+    agency_kinds: list[AgencyKind] = []
+    relationship_kinds: list[RelationshipKind] = []
+
+    _check_id = field_validator("id")(lambda cls, v: _rule_id(v))
+
+    @model_validator(mode="after")
+    def _narrow(self) -> SilentRead:
+        if not (self.agency_kinds or self.relationship_kinds):
+            raise ValueError("a silent read names agency_kinds or relationship_kinds (or both)")
+        return self
+
+
+class AccessNotifyRule(_Strict):
+    """Reads from outside the child's home area of a child with one of these flags active
+    notify the children's social care that published the flag (as CP-IS does)."""
+
+    id: str = "ACCESS-NOTIFY"
+    why: Why = ("The local authority holding a child protection plan or looking after a child "
+                "must know when services elsewhere see the child.")
+    categories: list[str] = ["child_protection_plan", "looked_after_child"]
+
+    _check_id = field_validator("id")(lambda cls, v: _rule_id(v))
+
+
+class AccessPolicy(_Strict):
+    """Reading a child's whole record: stated purposes, access notifications, silent reads."""
+
+    # What a reader may give as `purpose` when reading a child's record.
+    purposes: list[Annotated[str, Field(pattern=r"^[a-z][a-z0-9_]{1,39}$")]] = Field(
+        default=["mash_triage", "strategy_discussion", "section_47_enquiry", "early_help",
+                 "child_in_need_assessment", "child_protection_conference", "care_planning",
+                 "unscheduled_care", "safeguarding"], min_length=1)
+    notify: AccessNotifyRule = AccessNotifyRule()
+    silent: list[SilentRead] = []
+    recent_accesses_shown: int = Field(default=10, ge=0, le=100)
+
+
 class PolicyFile(_Strict):
     """One YAML file in the policy directory; any part may be absent."""
 
@@ -132,6 +178,7 @@ class PolicyFile(_Strict):
     plain_language: PlainLanguage | None = None
     areas: list[Area] = []
     categories: dict[str, CategoryPolicy] = {}
+    access: AccessPolicy | None = None
 
     @field_validator("categories")
     @classmethod

@@ -1,0 +1,104 @@
+from datetime import date
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Query
+
+from api.auth.principal import Principal, calling_agency, require_roles
+from api.agencies.models import Agency
+from api.children import service
+from api.children.access import AccessDep
+from api.children.schemas import CandidatePage, ChildView
+from api.deps import ClockDep, PolicyDep, SessionDep
+from api.identity.schemas import NhsNumberDigits, Postcode
+from api.pagination import PageDep, encode_cursor
+from api.problems import ProblemError, invalid
+
+router = APIRouter(prefix="/v1/children", tags=["children"])
+ERRORS = {403: {"description": "Auditors and administrators never read a child's record; "
+                                "break-glass is for MASH practitioners"},
+          404: {"description": "No such child, or not visible to you"},
+          422: {"description": "purpose or reason missing or invalid, each named in errors"}}
+PurposeQ = Annotated[str, Query(min_length=1, max_length=40, description=(
+    "Why you are reading, from the policy's list, e.g. mash_triage, strategy_discussion, "
+    "section_47_enquiry, early_help"))]
+ReasonQ = Annotated[str, Query(min_length=1, max_length=2000, pattern=r"\S",
+                               description="Free text: what prompted this read (audited)")]
+BreakGlassQ = Annotated[bool, Query(description=(
+    "MASH practitioners only: read a child outside your area. Marked in the audit log and "
+    "alerts the MASH of the child's areas"))]
+
+
+def reader(principal: Annotated[Principal, Depends(require_roles("mash_practitioner",
+                                                                 "agency_system"))],
+           session: SessionDep) -> service.Reader:
+    """A practitioner with their MASH agency (when registered), or the calling agency."""
+    if principal.role == "agency_system":
+        return service.Reader(principal, calling_agency(principal, session))
+    agency = session.get(Agency, principal.agency_id) if principal.agency_id else None
+    return service.Reader(principal, agency)
+
+
+ReaderDep = Annotated[service.Reader, Depends(reader)]
+
+
+def search_probe(
+    nhs_number: Annotated[NhsNumberDigits | None,
+                          Query(description="10 digits, Modulus 11")] = None,
+    family_name: Annotated[str | None, Query(min_length=1, max_length=100)] = None,
+    birth_date: date | None = None,
+    given_name: Annotated[str | None, Query(min_length=1, max_length=100)] = None,
+    postcode: Annotated[Postcode | None, Query(max_length=10)] = None,
+) -> service.SearchProbe:
+    """An NHS number, or a family name and birth date (and optionally given name, postcode)."""
+    if not nhs_number and not (family_name and birth_date):
+        missing = [f for f, v in (("family_name", family_name), ("birth_date", birth_date))
+                   if not v]
+        raise ProblemError(422, "Search by nhs_number, or by family_name and birth_date.",
+                           errors=[{"field": f, "message": "required without nhs_number"}
+                                   for f in missing])
+    return service.SearchProbe(nhs_number=nhs_number, family_name=family_name,
+                               birth_date=birth_date, given_name=given_name, postcode=postcode)
+
+
+@router.get("/search", response_model=CandidatePage, responses=ERRORS,
+            summary="Find a child by NHS number, or by family name and birth date")
+def search_children(
+    session: SessionDep, access: AccessDep, who: ReaderDep, page: PageDep, clock: ClockDep,
+    probe: Annotated[service.SearchProbe, Depends(search_probe)],
+    purpose: PurposeQ, reason: ReasonQ, break_glass: BreakGlassQ = False,
+):
+    offset = page.after or 0
+    if not isinstance(offset, int) or offset < 0:
+        raise invalid("cursor", "not a cursor returned by this search")
+    items, more = service.search(session, access, who, probe,
+                                 service.Purpose(purpose, reason, break_glass),
+                                 offset=offset, limit=page.limit, now=clock())
+    return {"items": items, "next_cursor": encode_cursor(offset + page.limit) if more else None}
+
+
+@router.get("", response_model=ChildView, response_model_exclude_none=True, responses=ERRORS,
+            summary="A child's whole record, found by NHS number")
+def child_by_nhs_number(
+    session: SessionDep, policy: PolicyDep, access: AccessDep, who: ReaderDep, clock: ClockDep,
+    nhs_number: Annotated[NhsNumberDigits, Query(description="10 digits, Modulus 11")],
+    purpose: PurposeQ, reason: ReasonQ, break_glass: BreakGlassQ = False, history: bool = False,
+):
+    child = service.find_child(session, nhs_number=nhs_number)
+    return service.child_view(session, policy, access, who, child,
+                              service.Purpose(purpose, reason, break_glass), history=history,
+                              now=clock())
+
+
+@router.get("/{child_id}", response_model=ChildView, response_model_exclude_none=True,
+            responses=ERRORS,
+            summary="A child's whole record: flags as one chronology, people, relationships, "
+                    "transfers, outstanding deliveries, recent accesses")
+def child_by_id(
+    child_id: str, session: SessionDep, policy: PolicyDep, access: AccessDep, who: ReaderDep,
+    clock: ClockDep, purpose: PurposeQ, reason: ReasonQ, break_glass: BreakGlassQ = False,
+    history: Annotated[bool, Query(description="Add every earlier version of each flag")] = False,
+):
+    child = service.find_child(session, child_id=child_id)
+    return service.child_view(session, policy, access, who, child,
+                              service.Purpose(purpose, reason, break_glass), history=history,
+                              now=clock())

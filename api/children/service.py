@@ -1,0 +1,396 @@
+"""One child's whole record across agencies, as the reader may see it, and who has read it.
+
+Every read states a purpose and a reason and is written to the audit log in the same
+transaction. A MASH practitioner reads children linked to their own area, or any child by
+breaking the glass (marked in the log, and the MASH of the child's areas is alerted); an agency
+reads children it works with, and sees only the flags shared with it. A read from outside the
+area of a child's active plan tells the children's social care holding the plan, unless the
+policy lists the read as silent.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import date, datetime
+
+from sqlmodel import Session, or_, select
+
+from api.agencies.models import Agency
+from api.audit import service as audit
+from api.audit.models import AuditEvent
+from api.auth.principal import Principal
+from api.flags import service as flags
+from api.flags.models import Disclosure, Flag
+from api.forwarding.models import Delivery
+from api.identity import linking, matching
+from api.identity.models import Person, PersonLink
+from api.identity.scope import child_areas
+from api.identity.service import current, current_relationships
+from api.policy.loader import Policy
+from api.policy.schema import AccessPolicy
+from api.problems import ProblemError, invalid, not_found
+from api.transfers.models import SuspectedMove, Transfer
+from api.transfers.notify import LAWFUL_BASIS, area_agencies, notify
+from api.transfers.router import move_out, transfer_out
+from api.transfers.working_days import england_date
+
+READ_ACTIONS = ("child.read", "child.break_glass")
+BASIS_RULES = {"area": "READ-MASH-AREA", "relationship": "READ-RELATIONSHIP",
+               "break_glass": "BREAK-GLASS"}
+HOUSEHOLD_ROLES = ("parent", "household_member")
+AREA_KINDS = ("childrens_social_care", "mash")  # see transfers and moves of their own area
+
+
+@dataclass(frozen=True)
+class Reader:
+    """Who reads: a MASH practitioner (with their MASH agency, if registered) or an agency."""
+
+    principal: Principal
+    agency: Agency | None
+
+    @property
+    def practitioner(self) -> bool:
+        return self.principal.role == "mash_practitioner"
+
+    @property
+    def area(self) -> str | None:
+        return self.principal.area if self.practitioner else self.agency.area
+
+    @property
+    def organisation(self) -> str | None:
+        return self.agency.id if self.agency else self.principal.agency_id
+
+
+@dataclass(frozen=True)
+class SearchProbe:
+    nhs_number: str | None = None
+    family_name: str | None = None
+    birth_date: date | None = None
+    given_name: str | None = None
+    postcode: str | None = None
+    sex: str | None = None  # the scorer reads it; a search does not narrow by sex
+
+
+@dataclass(frozen=True)
+class Purpose:
+    purpose: str
+    reason: str
+    break_glass: bool = False
+
+
+def check_purpose(access: AccessPolicy, reader: Reader, stated: Purpose) -> None:
+    if stated.purpose not in access.purposes:
+        raise invalid("purpose", "not a purpose the policy lists for reading a child: "
+                      + ", ".join(access.purposes))
+    if stated.break_glass and not reader.practitioner:
+        raise ProblemError(403, "Breaking the glass is for MASH practitioners; an agency reads "
+                           "the children it works with.")
+
+
+def find_child(session: Session, child_id: str | None = None,
+               nhs_number: str | None = None) -> Person:
+    """The child by id or NHS number; a record merged into another leads to that one."""
+    if nhs_number is not None:
+        person = session.exec(select(Person).where(Person.nhs_number == nhs_number)).first()
+    else:
+        person = session.get(Person, child_id)
+    person = current(session, person)
+    if person is None:
+        raise not_found("child")
+    return person
+
+
+def read_basis(session: Session, reader: Reader, child: Person, break_glass: bool) -> str | None:
+    """Why this reader may see the child — area, relationship or break_glass — or None."""
+    if reader.practitioner:
+        if reader.area and reader.area in child_areas(session, child.id):
+            return "area"
+        return "break_glass" if break_glass else None
+    if any(agency.id == reader.agency.id
+           for _, agency in current_relationships(session, child.id)):
+        return "relationship"
+    return None
+
+
+def child_view(session: Session, policy: Policy, access: AccessPolicy, reader: Reader,
+               child: Person, stated: Purpose, *, history: bool, now: datetime) -> dict:
+    """The whole record as this reader may see it; the read is audited and may notify."""
+    check_purpose(access, reader, stated)
+    basis = read_basis(session, reader, child, stated.break_glass)
+    if basis is None:
+        raise not_found("child")
+    agency_id = None if reader.practitioner else reader.agency.id
+    chronology = flags.child_flags(session, child.id, agency_id, history=history)
+    people = _related_people(session, reader, child.id)
+    view = {
+        "child": identity(session, child),
+        "access": {"basis": basis, "purpose": stated.purpose, "reason": stated.reason},
+        "flags": chronology,
+        "related_people": people,
+        "household": [p for p in people if set(p["roles"]) & set(HOUSEHOLD_ROLES)],
+        "siblings": _siblings(session, reader, child.id, people),
+        "relationships": [
+            {"agency": a.id, "agency_kind": a.kind, "area": a.area, "kind": r.kind,
+             "start": r.start, "end": r.end}
+            for r, a in sorted(current_relationships(session, child.id),
+                               key=lambda ra: (ra[1].id, ra[0].kind))],
+        **_transfers_and_moves(session, reader, child.id, england_date(now)),
+        "outstanding_deliveries": _outstanding(session, reader, child.id, now),
+        "recent_accesses": recent_accesses(session, child.id, access.recent_accesses_shown),
+    }
+    _record_read(session, policy, reader, child, stated, basis)
+    notify_access(session, access, reader, child, stated, now)
+    if basis == "break_glass":
+        alert_break_glass(session, reader, child, stated, now)
+    session.commit()
+    return view
+
+
+def search(session: Session, access: AccessPolicy, reader: Reader, probe: SearchProbe,
+           stated: Purpose, *, offset: int, limit: int,
+           now: datetime) -> tuple[list[dict], bool]:
+    """Children the reader may open that match the probe, best first, each with its reasons.
+
+    Each candidate shown is audited; one shown only because the glass was broken also alerts
+    the MASH of its areas.
+    """
+    check_purpose(access, reader, stated)
+    if probe.nhs_number:
+        found = session.exec(select(Person).where(Person.nhs_number == probe.nhs_number)).first()
+        found = current(session, found)
+        scored = [] if found is None else [
+            (found, matching.Score(10.0, (matching.Evidence("nhs_number", "exact", 10.0),)))]
+    else:
+        scored = [(p, s) for p, s in linking.candidates(session, probe)
+                  if s.total >= matching.SEARCH_AT]
+    shown = []
+    for person, result in scored:
+        basis = read_basis(session, reader, person, stated.break_glass)
+        if basis is not None:
+            shown.append((person, result, basis))
+    page = shown[offset:offset + limit]
+    items = []
+    for person, result, basis in page:
+        audit.record(session, actor=reader.principal.sub, actor_agency=reader.organisation,
+                     action="child.search", outcome="candidate", child_id=person.id,
+                     purpose=stated.purpose, reason=stated.reason, lawful_basis=LAWFUL_BASIS,
+                     policy_rule=BASIS_RULES[basis])
+        if basis == "break_glass":
+            alert_break_glass(session, reader, person, stated, now)
+        items.append({"child": linking.person_summary(person), "score": result.total,
+                      "reasons": result.reasons(), "break_glass": basis == "break_glass"})
+    session.commit()
+    return items, len(shown) > offset + limit
+
+
+def identity(session: Session, child: Person) -> dict:
+    merged = session.exec(select(Person.id).where(Person.merged_into_id == child.id)
+                          .order_by(Person.id)).all()
+    return {
+        "child_id": child.id, "nhs_number": child.nhs_number, "given_name": child.given_name,
+        "family_name": child.family_name, "birth_date": child.birth_date, "sex": child.sex,
+        "postcode": child.postcode, "ethnicity": child.ethnicity, "disability": child.disability,
+        "unborn": child.unborn, "mother_nhs_number": child.mother_nhs_number,
+        "expected_delivery_date": child.expected_delivery_date, "merged_from": list(merged),
+    }
+
+
+def recent_accesses(session: Session, child_id: str, limit: int) -> list[dict]:
+    rows = session.exec(select(AuditEvent).where(
+        AuditEvent.child_id == child_id, AuditEvent.action.in_(READ_ACTIONS))
+        .order_by(AuditEvent.seq.desc()).limit(limit)).all() if limit else []
+    return [{"at": e.at, "actor": e.actor, "organisation": e.actor_agency, "purpose": e.purpose,
+             "break_glass": e.action == "child.break_glass"} for e in rows]
+
+
+def notify_access(session: Session, access: AccessPolicy, reader: Reader, child: Person,
+                  stated: Purpose, now: datetime) -> list[str]:
+    """`child.accessed` to each children's social care holding an active plan for the child,
+    when the reader is outside that area and the read is not silent. Returns who was told."""
+    plans = session.exec(select(Flag, Agency).join(Agency, Agency.id == Flag.publisher_id).where(
+        Flag.child_id == child.id, Flag.status == "active",
+        Flag.category.in_(access.notify.categories)).order_by(Flag.created_at)).all()
+    owners: dict[str, tuple[Agency, list[Flag]]] = {}
+    for flag, owner in plans:
+        if owner.area != reader.area and owner.id != reader.organisation:
+            owners.setdefault(owner.id, (owner, []))[1].append(flag)
+    if not owners or silent_rule(session, access, reader, child) is not None:
+        return []
+    for owner, plan_flags in owners.values():
+        notify(session, event_type="child.accessed", recipients=[owner.id],
+               data={**_access_event(reader, child, stated, now), "notified_as": "access",
+                     "plans": [{"flag_id": f.id, "category": f.category} for f in plan_flags]},
+               child_id=child.id, actor=reader.principal.sub,
+               areas=[a for a in (owner.area, reader.area) if a], rule=access.notify.id)
+    return list(owners)
+
+
+def silent_rule(session: Session, access: AccessPolicy, reader: Reader,
+                child: Person) -> str | None:
+    """The policy's silent-read rule this read falls under, if any."""
+    if reader.agency is None:
+        return None
+    kinds = {r.kind for r, a in current_relationships(session, child.id)
+             if a.id == reader.agency.id}
+    for rule in access.silent:
+        if rule.agency_kinds and reader.agency.kind not in rule.agency_kinds:
+            continue
+        if rule.relationship_kinds and not kinds & set(rule.relationship_kinds):
+            continue
+        return rule.id
+    return None
+
+
+def alert_break_glass(session: Session, reader: Reader, child: Person, stated: Purpose,
+                      now: datetime) -> list[str]:
+    """Tell the MASH of every area the child is linked to that the glass was broken, and why."""
+    areas = sorted(child_areas(session, child.id))
+    recipients = [m for a in areas for m in area_agencies(session, a, ["mash"])
+                  if m != reader.organisation]
+    notify(session, event_type="child.accessed", recipients=recipients,
+           data={**_access_event(reader, child, stated, now), "notified_as": "break_glass",
+                 "reason": stated.reason},
+           child_id=child.id, actor=reader.principal.sub, areas=areas, rule="BREAK-GLASS")
+    return recipients
+
+
+# --- helpers -----------------------------------------------------------------------------
+
+def _access_event(reader: Reader, child: Person, stated: Purpose, now: datetime) -> dict:
+    """Who read, from which organisation, when and for what purpose (as CP-IS tells)."""
+    return {
+        "child": linking.person_summary(child), "accessed_at": now.isoformat(),
+        "accessed_by": reader.principal.sub, "role": reader.principal.role,
+        "organisation": reader.organisation,
+        "organisation_kind": reader.agency.kind if reader.agency else None,
+        "organisation_area": reader.area, "purpose": stated.purpose,
+        "break_glass": stated.break_glass,
+    }
+
+
+def _record_read(session: Session, policy: Policy, reader: Reader, child: Person,
+                 stated: Purpose, basis: str) -> None:
+    audit.record(session, actor=reader.principal.sub, actor_agency=reader.organisation,
+                 action="child.break_glass" if basis == "break_glass" else "child.read",
+                 outcome="disclosed", child_id=child.id, purpose=stated.purpose,
+                 reason=stated.reason, lawful_basis=LAWFUL_BASIS,
+                 policy_rule=BASIS_RULES[basis], policy_version=policy.version)
+
+
+def _visible_links(session: Session, reader: Reader, rows: list[tuple[PersonLink, Person]]):
+    """Links the reader may see: identity links (no flag), and links named on a flag the reader
+    was given with its related people (a MASH practitioner: any flag not entered in error)."""
+    flag_ids = {link.flag_id for link, _ in rows if link.flag_id}
+    if not flag_ids:
+        return rows
+    found = {f.id: f for f in session.exec(select(Flag).where(Flag.id.in_(flag_ids))).all()}
+    ok = {fid for fid, f in found.items() if f.status != "entered_in_error"}
+    if not reader.practitioner:
+        agency_id = reader.agency.id
+        latest: dict[str, list] = {}
+        for d in session.exec(select(Disclosure).where(
+                Disclosure.flag_id.in_(ok), Disclosure.recipient_id == agency_id,
+                Disclosure.shared.is_(True)).order_by(Disclosure.flag_version,
+                                                      Disclosure.created_at)).all():
+            latest[d.flag_id] = d.fields
+        ok = {fid for fid in ok if found[fid].publisher_id == agency_id
+              or "related_people" in latest.get(fid, ())}
+    return [(link, p) for link, p in rows if link.flag_id is None or link.flag_id in ok]
+
+
+def _related_people(session: Session, reader: Reader, child_id: str) -> list[dict]:
+    rows = session.exec(select(PersonLink, Person).join(Person, Person.id == PersonLink.person_id)
+                        .where(PersonLink.child_id == child_id)
+                        .order_by(PersonLink.created_at)).all()
+    people: dict[str, dict] = {}
+    for link, p in _visible_links(session, reader, rows):
+        entry = people.setdefault(p.id, {
+            "person_id": p.id, "nhs_number": p.nhs_number, "given_name": p.given_name,
+            "family_name": p.family_name, "birth_date": p.birth_date, "roles": set(),
+            "relationships": set(), "recorded_by": set()})
+        entry["roles"].add(link.role)
+        entry["recorded_by"].add(link.agency_id)
+        if link.relationship:
+            entry["relationships"].add(link.relationship)
+    return [{**e, "roles": sorted(e["roles"]), "relationships": sorted(e["relationships"]),
+             "recorded_by": sorted(e["recorded_by"])} for e in people.values()]
+
+
+def _siblings(session: Session, reader: Reader, child_id: str, people: list[dict]) -> list[dict]:
+    """Children named as siblings, and children sharing a parent or household member."""
+    shared_ids = [p["person_id"] for p in people if set(p["roles"]) & set(HOUSEHOLD_ROLES)]
+    named = [p["person_id"] for p in people if "sibling" in p["roles"]]
+    rows = session.exec(select(PersonLink, Person).join(Person, Person.id == PersonLink.child_id)
+                        .where(or_(PersonLink.person_id.in_(shared_ids)
+                                   & PersonLink.role.in_(HOUSEHOLD_ROLES),
+                                   (PersonLink.person_id == child_id)
+                                   & (PersonLink.role == "sibling")),
+                               PersonLink.child_id != child_id,
+                               Person.merged_into_id.is_(None))).all()
+    found: dict[str, tuple[Person, list[dict]]] = {}
+    for link, sib in _visible_links(session, reader, rows):
+        via = {"person_id": link.person_id, "role": link.role}
+        entry = found.setdefault(sib.id, (sib, []))[1]
+        if via not in entry:
+            entry.append(via)
+    for person_id in named:
+        person = session.get(Person, person_id)
+        if person.merged_into_id is None:
+            found.setdefault(person.id, (person, []))[1].append(
+                {"person_id": child_id, "role": "sibling"})
+    parents = _parents(session, reader, [child_id, *found])
+    mine = parents.get(child_id, set())
+    out = []
+    for sib, via in found.values():
+        theirs = parents.get(sib.id, set())
+        shared = mine & theirs
+        if shared:
+            relation = "half_sibling" if (mine - shared) and (theirs - shared) else "sibling"
+        else:
+            relation = "sibling" if any(v["role"] == "sibling" for v in via) else "household"
+        out.append({"child_id": sib.id, "nhs_number": sib.nhs_number,
+                    "given_name": sib.given_name, "family_name": sib.family_name,
+                    "birth_date": sib.birth_date, "relation": relation,
+                    "via": sorted(via, key=lambda v: (v["person_id"], v["role"]))})
+    return sorted(out, key=lambda s: (s["birth_date"] or date.max, s["child_id"]))
+
+
+def _parents(session: Session, reader: Reader, child_ids: list[str]) -> dict[str, set[str]]:
+    rows = session.exec(select(PersonLink, Person).join(Person, Person.id == PersonLink.person_id)
+                        .where(PersonLink.child_id.in_(child_ids),
+                               PersonLink.role == "parent")).all()
+    out: dict[str, set[str]] = {}
+    for link, _ in _visible_links(session, reader, rows):
+        out.setdefault(link.child_id, set()).add(link.person_id)
+    return out
+
+
+def _transfers_and_moves(session: Session, reader: Reader, child_id: str, today: date) -> dict:
+    """All of them for a MASH practitioner; for an agency, as the transfers endpoints show:
+    children's social care and MASH agencies see those touching their own area."""
+    transfers = session.exec(select(Transfer).where(Transfer.child_id == child_id)
+                             .order_by(Transfer.created_at)).all()
+    moves = session.exec(select(SuspectedMove).where(SuspectedMove.child_id == child_id)
+                         .order_by(SuspectedMove.created_at)).all()
+    if not reader.practitioner:
+        area = reader.agency.area if reader.agency.kind in AREA_KINDS else None
+        transfers = [t for t in transfers if area in (t.from_area, t.to_area)]
+        moves = [m for m in moves if area in (m.plan_area, m.seen_area)]
+    return {"transfers": [transfer_out(t, today) for t in transfers],
+            "suspected_moves": [move_out(m) for m in moves]}
+
+
+def _outstanding(session: Session, reader: Reader, child_id: str, now: datetime) -> list[dict]:
+    """Unacknowledged deliveries of the child's flags: all for a MASH practitioner; for an
+    agency, those sent to it and those of flags it published."""
+    query = (select(Delivery, Flag).join(Flag, Flag.id == Delivery.flag_id)
+             .where(Flag.child_id == child_id, Delivery.ack_status.is_(None)))
+    if not reader.practitioner:
+        query = query.where(or_(Delivery.recipient_id == reader.agency.id,
+                                Flag.publisher_id == reader.agency.id))
+    rows = session.exec(query.order_by(Delivery.seq)).all()
+    return [{"delivery_id": d.id, "event_type": d.event_type, "flag_id": d.flag_id,
+             "recipient": d.recipient_id, "status": d.status, "created_at": d.created_at,
+             "acknowledge_by": d.acknowledge_by,
+             "overdue": d.acknowledge_by is not None and d.acknowledge_by < now}
+            for d, _ in rows]

@@ -1,0 +1,211 @@
+"""The MASH view of one child (GET /v1/children/{id}) with 1,000,000 flags across 100,000
+children on PostgreSQL, beside a single-row primary-key select measured in the same run.
+
+Each view is the whole request in-process (token check, scope, every flag with its people,
+relationships, siblings, transfers, outstanding deliveries, recent accesses, the audit event
+and its commit), without the network.
+
+    python -m bench.child_view [--flags 1000000] [--samples 400]
+"""
+
+from __future__ import annotations
+
+import argparse
+import random
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+from fastapi.testclient import TestClient
+from sqlalchemy import text
+from sqlmodel import Session
+
+from api.db import make_engine
+from api.main import create_app
+from api.migrate import upgrade
+from api.settings import Settings
+from bench.common import database, pct, write_section
+
+AREAS = [f"E08{n:06d}" for n in range(25, 35)]  # ten areas
+KINDS = {"GP": "gp", "SCHOOL": "education", "POLICE": "police", "CSC": "childrens_social_care",
+         "MASH": "mash", "HV": "health_visiting"}
+PUBLISHERS = ["POLICE", "CSC", "GP", "SCHOOL"]
+CATEGORIES = ["domestic_abuse_incident", "missing_episode", "child_in_need",
+              "not_brought_to_appointment", "school_exclusion", "parental_mental_health"]
+FLAGS_PER_CHILD = 10
+
+
+def series(n: str) -> str:
+    return f"(SELECT generate_series(0, {n} - 1) AS i) AS s"
+
+
+def fill(engine, flags: int) -> int:
+    """Agencies of ten areas; children, their mothers, relationships, flags with one version,
+    disclosures to the area's MASH, related people, deliveries (half unacknowledged),
+    transfers and past reads. Returns the number of children."""
+    children = max(1, flags // FLAGS_PER_CHILD)
+    areas = len(AREAS)
+    agency = "'{}-' || ({} % {})".format  # e.g. 'GP-' || (i % 10)
+    with engine.begin() as conn:
+        for a, area in enumerate(AREAS):
+            for prefix, kind in KINDS.items():
+                conn.execute(text(
+                    "INSERT INTO agency (id, name, kind, area, client_secret_hash, disabled, "
+                    "created_at) VALUES (:id, :id, :kind, :area, 'x', false, now())"),
+                    {"id": f"{prefix}-{a}", "kind": kind, "area": area})
+        # Children c<i> live in area i % 10; mothers m<i/3> have three children each.
+        conn.execute(text(
+            "INSERT INTO person (id, nhs_number, given_name, family_name, birth_date, sex, "
+            "postcode, unborn, created_at, updated_at) "
+            "SELECT 'c' || i, NULL, 'Child' || i, 'Family' || (i / 3), "
+            "DATE '2010-01-01' + (i % 5000), 'female', 'B31 2AB', false, now(), now() "
+            f"FROM {series(':n')}"), {"n": children})
+        conn.execute(text(
+            "INSERT INTO person (id, given_name, family_name, unborn, created_at, updated_at) "
+            "SELECT 'm' || i, 'Mother' || i, 'Family' || i, false, now(), now() "
+            f"FROM {series(':n')}"), {"n": children // 3 + 1})
+        conn.execute(text(
+            "INSERT INTO relationship (id, child_id, agency_id, kind, start, created_at) "
+            f"SELECT 'rg' || i, 'c' || i, {agency('GP', 'i', areas)}, 'registered_gp', "
+            "DATE '2020-01-01', now() FROM " + series(":n")), {"n": children})
+        conn.execute(text(
+            "INSERT INTO relationship (id, child_id, agency_id, kind, start, created_at) "
+            f"SELECT 'rs' || i, 'c' || i, {agency('SCHOOL', 'i', areas)}, 'school', "
+            "DATE '2020-01-01', now() FROM " + series(":n") + " WHERE i % 2 = 0"),
+            {"n": children})
+        conn.execute(text(
+            "INSERT INTO personlink (id, child_id, person_id, role, relationship, agency_id, "
+            "created_at) SELECT 'lm' || i, 'c' || i, 'm' || (i / 3), 'parent', 'mother', "
+            f"{agency('GP', 'i', areas)}, now() FROM " + series(":n")), {"n": children})
+        # Flag f<j> is about child c<j % children>, published in that child's area.
+        publisher = ("(ARRAY[" + ",".join(f"'{p}'" for p in PUBLISHERS) + "])"
+                     f"[1 + (j / {children}) % {len(PUBLISHERS)}] || '-' || "
+                     f"((j % {children}) % {areas})")
+        category = ("(ARRAY[" + ",".join(f"'{c}'" for c in CATEGORIES) + "])"
+                    f"[1 + (j / {children}) % {len(CATEGORIES)}]")
+        flag_rows = f"(SELECT generate_series(0, {flags} - 1) AS j) AS s"
+        conn.execute(text(
+            "INSERT INTO flag (id, child_id, publisher_id, category, version, status, "
+            f"created_at, updated_at) SELECT 'f' || j, 'c' || (j % {children}), {publisher}, "
+            f"{category}, 1, 'active', now() - (j || ' seconds')::interval, now() "
+            f"FROM {flag_rows}"))
+        conn.execute(text(
+            "INSERT INTO flagversion (flag_id, version, status, severity, summary, details, "
+            "purpose, article6, article9, dpa2018, policy_rule, policy_version, warnings, "
+            "created_by, created_at) SELECT 'f' || j, 1, 'active', 'medium', "
+            "'Police attended the home overnight after a neighbour called; the child was "
+            "present and frightened. Incident ' || j, 'Restricted detail ' || j, "
+            "'safeguarding', '6(1)(e)', '9(2)(g)', 'schedule1-part2-para18', 'BENCH', 'bench', "
+            f"'[]', 'bench', now() FROM {flag_rows}"))
+        conn.execute(text(
+            "INSERT INTO disclosure (id, flag_id, flag_version, recipient_id, shared, reason, "
+            "policy_rule, policy_version, fields, created_at) SELECT 'd' || j, 'f' || j, 1, "
+            f"'MASH-' || ((j % {children}) % {areas}), true, 'bench', 'BENCH', 'bench', "
+            f"'[\"summary\", \"details\"]', now() FROM {flag_rows}"))
+        conn.execute(text(
+            "INSERT INTO personlink (id, child_id, person_id, role, relationship, agency_id, "
+            f"flag_id, created_at) SELECT 'lh' || j, 'c' || (j % {children}), "
+            f"'m' || ((j % {children}) / 3), 'household_member', 'mother', {publisher}, "
+            f"'f' || j, now() FROM {flag_rows} WHERE j % 10 = 0"))
+        conn.execute(text(
+            "INSERT INTO delivery (id, event_id, event_type, recipient_id, mode, payload, "
+            "flag_id, disclosure_id, status, attempts, next_attempt_at, escalations_sent, "
+            "ack_status, created_at) SELECT 'msg_' || j, 'evt_' || j, 'flag.shared', "
+            f"'MASH-' || ((j % {children}) % {areas}), 'feed', '{{}}', 'f' || j, 'd' || j, "
+            "'delivered', 1, now(), 0, CASE WHEN j % 20 = 0 THEN NULL ELSE 'received' END, "
+            f"now() FROM {flag_rows} WHERE j % 10 = 0"))
+        conn.execute(text(
+            "INSERT INTO transfer (id, child_id, from_agency_id, from_area, to_area, plan, "
+            "notified_at, status, pickup_due, alerts_sent, created_at) "
+            f"SELECT 't' || i, 'c' || i, {agency('CSC', 'i', areas)}, "
+            f"(ARRAY[{','.join(repr(a) for a in AREAS)}])[1 + i % {areas}], "
+            f"(ARRAY[{','.join(repr(a) for a in AREAS)}])[1 + (i + 1) % {areas}], "
+            "'child_protection_plan', now(), 'awaiting_pickup', DATE '2026-12-11', 0, now() "
+            f"FROM {series(':n')} WHERE i % 100 = 0"), {"n": children})
+        conn.execute(text(
+            "INSERT INTO auditevent (seq, at, actor, actor_agency, action, child_id, purpose, "
+            "reason, outcome, prev_hash, hash) SELECT i + 1, now(), 'mash.bench', 'MASH-0', "
+            f"'child.read', 'c' || (i % {children}), 'mash_triage', 'bench', 'disclosed', "
+            f"md5((i - 1)::text) || md5('x' || (i - 1)::text), md5(i::text) || md5('x' || i::text) "
+            f"FROM {series(':n')}"), {"n": children * 2})
+        conn.execute(text("ANALYZE"))
+    return children
+
+
+def run(flags: int, samples: int, tmp: Path) -> list[str]:
+    with database("postgresql", tmp) as url:
+        upgrade(url)
+        engine = make_engine(url)
+        started = time.perf_counter()
+        children = fill(engine, flags)
+        loaded = time.perf_counter() - started
+        settings = Settings(database_url=url, environment="development", embedded_worker=False,
+                            issuer="https://flagshare.bench")
+        app = create_app(settings, session_factory=lambda: Session(engine,
+                                                                   expire_on_commit=False))
+        app.state.keyring.ensure_signing_key()
+        rng = random.Random(7)
+        # Children of area 0, read by a MASH practitioner of area 0 (in scope).
+        picks = [f"c{rng.randrange(0, children // len(AREAS)) * len(AREAS)}"
+                 for _ in range(samples)]
+        params = {"purpose": "mash_triage", "reason": "Benchmark read"}
+        view, pk = [], []
+        sizes = []
+        with TestClient(app) as client, Session(engine) as session:
+            headers = {"Authorization": f"Bearer {token(app, settings)}"}
+            for child in picks[:20]:  # warm up
+                assert client.get(f"/v1/children/{child}", params=params,
+                                  headers=headers).status_code == 200
+                session.exec(text("SELECT * FROM person WHERE id = :id").bindparams(id=child))
+            for child in picks:
+                start = time.perf_counter()
+                r = client.get(f"/v1/children/{child}", params=params, headers=headers)
+                view.append(time.perf_counter() - start)
+                assert r.status_code == 200, r.text
+                sizes.append(len(r.json()["flags"]))
+                start = time.perf_counter()
+                session.exec(text("SELECT * FROM person WHERE id = :id")
+                             .bindparams(id=child)).one()
+                pk.append(time.perf_counter() - start)
+        engine.dispose()
+    ms = lambda v: f"{v * 1000:,.2f} ms"  # noqa: E731
+    return [
+        f"| postgresql | {flags:,} flags / {children:,} children | {samples} "
+        f"| {sum(sizes) / len(sizes):.1f} | {ms(pct(view, 50))} / {ms(pct(view, 99))} "
+        f"| {ms(pct(pk, 50))} / {ms(pct(pk, 99))} | {pct(view, 50) / pct(pk, 50):,.0f}× "
+        f"| {loaded:,.0f} s |"]
+
+
+def token(app, settings: Settings) -> str:
+    now = int(time.time())
+    return app.state.keyring.sign({
+        "sub": "mash.bench", "role": "mash_practitioner", "agency": "MASH-0", "area": AREAS[0],
+        "iss": settings.issuer, "aud": settings.audience, "iat": now, "exp": now + 3600,
+        "jti": str(uuid.uuid4())})
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--flags", type=int, default=1_000_000)
+    parser.add_argument("--samples", type=int, default=400)
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        rows = run(args.flags, args.samples, Path(tmp))
+    lines = [
+        "GET /v1/children/{id} by a MASH practitioner in scope (in-process, no network): every "
+        "flag with its people, relationships, siblings, transfers, outstanding deliveries, "
+        "recent accesses, plus the audit event and its commit; beside `SELECT * FROM person "
+        "WHERE id = :id` on the same engine, alternating in the same run.",
+        "",
+        "| db | data | reads | flags per view | child view p50 / p99 | PK select p50 / p99 "
+        "| ratio (p50) | bulk load |",
+        "|---|---|---|---|---|---|---|---|",
+        *rows,
+    ]
+    write_section("Child view (issue 6)", lines)
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()
