@@ -67,8 +67,10 @@ def _worker(args, settings: Settings, policy) -> int:
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
-    print("flagshare worker: delivering webhooks and chasing acknowledgements", flush=True)
-    DeliveryWorker(lambda: Session(engine, expire_on_commit=False), settings).run(stop)
+    print("flagshare worker: delivering webhooks, chasing acknowledgements, sweeping "
+          "transfer deadlines", flush=True)
+    DeliveryWorker(lambda: Session(engine, expire_on_commit=False), settings,
+                   policy=policy).run(stop)
     return 0
 
 

@@ -42,7 +42,7 @@ def create_app(settings: Settings | None = None,
         keyring.ensure_signing_key()
         stop = None
         if settings.embedded_worker:
-            _thread, stop = start_in_process(session_factory, settings)
+            _thread, stop = start_in_process(session_factory, settings, policy)
         yield
         if stop is not None:
             stop.set()

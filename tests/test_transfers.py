@@ -244,3 +244,14 @@ async def test_no_suspected_move_when_a_transfer_exists_and_dismissal(client, wo
     r = await client.post(url, json=reason, headers=world.auth("mash.b"))
     assert r.status_code == 200 and r.json()["status"] == "dismissed"
     assert (await client.post(url, json=reason, headers=world.auth("mash.b"))).status_code == 409
+
+
+async def test_the_worker_loop_runs_the_deadline_sweep(client, world, session, app, settings,
+                                                       policy):
+    from api.forwarding.worker import DeliveryWorker
+
+    t = (await create(client, world, notified_at="2026-01-05T09:00:00+00:00")).json()
+    DeliveryWorker(app.state.session_factory, settings, policy=policy).run_once()
+    session.expire_all()
+    assert session.get(Transfer, t["id"]).alerts_sent == 1
+    assert len(deliveries(session, "CSC-A", "transfer.not_picked_up")) == 1

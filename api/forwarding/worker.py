@@ -13,6 +13,7 @@ import json
 import logging
 import random
 import threading
+import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -30,13 +31,16 @@ from api.db import utcnow
 from api.forwarding import service
 from api.forwarding.models import Delivery, Subscription
 from api.forwarding.targets import TargetRefused, check_url
+from api.policy.loader import Policy
 from api.settings import Settings
+from api.transfers.service import sweep_overdue
 
 log = logging.getLogger("flagshare.worker")
 # Seconds before attempt n+1: minutes at first, then hours; about a day end to end.
 BACKOFF = [5, 30, 120, 600, 1800, 3600, 7200, 14400, 21600, 28800]
 MAX_RETRY_AFTER = 86400
 SEND_CONCURRENCY = 8
+SWEEP_EVERY_SECONDS = 30.0  # deadlines are whole working days; a sweep is cheap and safe
 FLAG_EVENTS = ("flag.shared", "flag.updated")
 
 
@@ -80,9 +84,11 @@ def serialise(payload: dict) -> str:
 
 class DeliveryWorker:
     def __init__(self, session_factory: Callable[[], Session], settings: Settings,
-                 http: httpx.Client | None = None):
+                 http: httpx.Client | None = None, policy: Policy | None = None):
         self.session_factory = session_factory
         self.settings = settings
+        self.policy = policy  # given: this worker also runs the transfer deadline sweep
+        self._next_sweep = 0.0
         self.http = http or httpx.Client(timeout=settings.webhook_timeout_seconds,
                                          follow_redirects=False,
                                          limits=httpx.Limits(max_connections=SEND_CONCURRENCY))
@@ -99,6 +105,9 @@ class DeliveryWorker:
             self.settle(list(zip(claimed, self._pool.map(self.send, claimed))))
         self.escalate()
         self.checkpointer.run_once()  # signs the audit chain head when due
+        if self.policy is not None and time.monotonic() >= self._next_sweep:
+            sweep_overdue(self.session_factory, self.policy)
+            self._next_sweep = time.monotonic() + SWEEP_EVERY_SECONDS
         return len(claimed)
 
     def run(self, stop: threading.Event) -> None:
@@ -252,10 +261,11 @@ def alert_unacknowledged(session: Session, delivery: Delivery, reason: str) -> N
                             flag_id=flag.id)
 
 
-def start_in_process(session_factory, settings: Settings) -> tuple[threading.Thread, threading.Event]:
+def start_in_process(session_factory, settings: Settings,
+                     policy: Policy) -> tuple[threading.Thread, threading.Event]:
     """The embedded default: the worker runs beside the API in a daemon thread."""
     stop = threading.Event()
-    worker = DeliveryWorker(session_factory, settings)
+    worker = DeliveryWorker(session_factory, settings, policy=policy)
     thread = threading.Thread(target=worker.run, args=(stop,), name="flagshare-worker",
                               daemon=True)
     thread.start()
