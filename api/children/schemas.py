@@ -8,7 +8,7 @@ from typing import Literal
 from pydantic import BaseModel, Field
 
 from api.flags.schemas import FlagOut
-from api.identity.schemas import MatchReason
+from api.identity.schemas import MatchReason, PersonSummary
 from api.transfers.schemas import SuspectedMoveOut, TransferOut
 
 
@@ -110,19 +110,8 @@ class ChildView(BaseModel):
     recent_accesses: list[AccessEntry] = Field(description="Most recent reads, newest first")
 
 
-class CandidateChild(BaseModel):
-    """Enough to tell candidates apart; the record itself is read with a purpose."""
-
-    child_id: str
-    nhs_number: str | None
-    given_name: str | None
-    family_name: str | None
-    birth_date: date | None
-    sex: str | None
-    postcode: str | None
-    unborn: bool
-    mother_nhs_number: str | None
-    expected_delivery_date: date | None
+class CandidateChild(PersonSummary):
+    """A search candidate, named apart from match records in the OpenAPI document."""
 
 
 class Candidate(BaseModel):

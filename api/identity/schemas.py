@@ -163,7 +163,9 @@ class MatchReason(BaseModel):
                        "day_month_transposed, one_digit, same_district, different")
 
 
-class MatchRecord(BaseModel):
+class PersonSummary(BaseModel):
+    """Enough to tell records of children apart; the record itself is read with a purpose."""
+
     child_id: str
     nhs_number: str | None
     given_name: str | None
@@ -174,6 +176,9 @@ class MatchRecord(BaseModel):
     unborn: bool
     mother_nhs_number: str | None
     expected_delivery_date: date | None
+
+
+class MatchRecord(PersonSummary):
     merged_into: str | None
     known_to: list[str] = Field(description="Agencies holding a local id or relationship")
 
