@@ -21,8 +21,10 @@ from api.db import get_engine, utcnow
 from api.flags.router import router as flags_router
 from api.forwarding.router import router as forwarding_router
 from api.forwarding.worker import start_in_process
+from api.households.router import router as households_router
 from api.identity.router import router as identity_router
 from api.policy.loader import load_policy
+from api.reports.router import router as reports_router
 from api.settings import Settings, get_settings
 from api.transfers.router import router as transfers_router
 
@@ -59,8 +61,8 @@ def create_app(settings: Settings | None = None,
     app.state.session_factory = session_factory
     app.state.clock = utcnow
     problems.install(app)
-    for router in (auth_router, agencies_router, identity_router, flags_router,
-                   forwarding_router, transfers_router):
+    for router in (auth_router, agencies_router, identity_router, households_router,
+                   flags_router, forwarding_router, transfers_router, reports_router):
         app.include_router(router)
     app.include_router(audit_router)
     app.include_router(children_router)

@@ -8,11 +8,13 @@ from api.flags.models import Disclosure, Flag, FlagVersion, SharingDecision
 from api.identity.models import (
     IdentityMerge, LocalIdentifier, Person, PersonLink, PossibleMatch, Relationship,
 )
+from api.households.models import RiskAlert
 from api.idempotency.models import IdempotencyRecord
 from api.transfers.models import SuspectedMove, Transfer
 
 __all__ = [
     "Agency", "AuditCheckpoint", "AuditEvent", "Delivery", "Disclosure", "Flag", "FlagVersion",
-    "IdempotencyRecord", "IdentityMerge", "LocalIdentifier", "Person", "PersonLink", "PossibleMatch", "Relationship", "SharingDecision", "SigningKey", "Subscription", "SuspectedMove", "Transfer",
-    "User",
+    "IdempotencyRecord", "IdentityMerge", "LocalIdentifier", "Person", "PersonLink",
+    "PossibleMatch", "Relationship", "RiskAlert", "SharingDecision", "SigningKey",
+    "Subscription", "SuspectedMove", "Transfer", "User",
 ]

@@ -17,7 +17,7 @@ from sqlmodel import Session, func, select
 
 from api.agencies.models import Agency
 from api.audit.models import AuditEvent
-from api.identity.models import LocalIdentifier, Person, PersonLink, Relationship
+from api.identity.models import LocalIdentifier, Person, PersonLink, PossibleMatch, Relationship
 from api.identity.schemas import RelatedPerson, RelationshipCreate, Subject
 from api.identity.service import (
     add_relationship,
@@ -327,20 +327,27 @@ def test_related_people_by_nhs_number_or_always_new(session, world):
     child = resolve_child(session, "GP-A", Subject(nhs_number=NHS[6]))
     # An adult named by NHS number is the same person wherever they appear.
     father = resolve_related(session, RelatedPerson(role="parent", nhs_number=NHS[7],
-                                                    given_name="Dean"))
+                                                    given_name="Dean"), "GP-A")
     again = resolve_related(session, RelatedPerson(role="alleged_perpetrator",
-                                                   nhs_number=NHS[7], family_name="Cole"))
+                                                   nhs_number=NHS[7], family_name="Cole"),
+                            "POLICE-A")
     assert father.id == again.id
     assert (again.given_name, again.family_name) == ("Dean", "Cole")
     # A person named by NHS number who is already known as a child is that person.
-    assert resolve_related(session, RelatedPerson(role="sibling", nhs_number=NHS[6])).id \
-        == child.id
-    # Without an NHS number, a name is never enough to merge.
+    assert resolve_related(session, RelatedPerson(role="sibling", nhs_number=NHS[6]),
+                           "GP-A").id == child.id
+    # Without an NHS number, a name is never enough to merge: the two records are queued
+    # for the MASH to decide whether they are one adult.
     a = resolve_related(session, RelatedPerson(role="household_member", given_name="Dean",
-                                               family_name="Cole", birth_date="1990-01-01"))
+                                               family_name="Cole", birth_date="1990-01-01"),
+                        "POLICE-A")
     b = resolve_related(session, RelatedPerson(role="household_member", given_name="Dean",
-                                               family_name="Cole", birth_date="1990-01-01"))
+                                               family_name="Cole", birth_date="1990-01-01"),
+                        "HV-A")
     assert len({a.id, b.id, father.id}) == 3
+    queued = session.exec(select(PossibleMatch).where(
+        PossibleMatch.person_id.in_([a.id, b.id]))).all()
+    assert [(m.person_id, m.other_person_id) for m in queued] == [tuple(sorted((a.id, b.id)))]
 
 
 def test_age_in_years():

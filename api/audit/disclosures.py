@@ -2,7 +2,7 @@
 
 A disclosure is data leaving the service for someone: a delivery handed over (webhook or
 feed), a flag read through the API by anyone but its publisher, a transfer or move alert, or
-the child's record shown (the child view, a search result, a proposed match).
+the child's record shown (the child view, a search result, a proposed match, a report).
 Each is an audit event (so it can be checked against the chain); a handover also names the
 flag version and the fields sent, from the disclosure decision it delivered.
 """
@@ -18,7 +18,7 @@ from api.flags.models import Disclosure, Flag
 from api.forwarding.models import Delivery
 
 DISCLOSING_ACTIONS = ("delivery.handover", "flag.read", "alert.disclose", "child.read",
-                      "child.break_glass", "child.search", "match.read")
+                      "child.break_glass", "child.search", "match.read", "report.read")
 
 
 def page(session: Session, child_id: str, after: int | None, limit: int) -> list[dict]:

@@ -15,6 +15,10 @@ class Flag(SQLModel, table=True):
     category: str = Field(max_length=64, index=True)
     version: int = 1
     status: str = Field(default="active", max_length=20)
+    # What the publisher's own record held when it flagged the child, for the data-quality
+    # report (reviews keep finding NHS numbers and ethnicity missing). Null before 0006.
+    subject_nhs_number_given: bool | None = None
+    subject_ethnicity_given: bool | None = None
     created_at: datetime = timestamp_column()
     updated_at: datetime = timestamp_column()
 

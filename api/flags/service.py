@@ -18,6 +18,7 @@ from api.db import utcnow
 from api.flags.models import Disclosure, Flag, FlagVersion, SharingDecision
 from api.forwarding import service as forwarding
 from api.flags.schemas import DecisionCreate, FlagCreate, FlagUpdate
+from api.households import service as households
 from api.identity import service as identity
 from api.identity.models import Person, PersonLink
 from api.identity.scope import child_areas
@@ -48,7 +49,9 @@ def publish(session: Session, policy: Policy, agency: Agency, body: FlagCreate) 
         raise
     child = identity.resolve_child(session, agency.id, body.subject)
     warnings = summary_warnings(body.summary, policy.plain_language)
-    flag = Flag(child_id=child.id, publisher_id=agency.id, category=body.category)
+    flag = Flag(child_id=child.id, publisher_id=agency.id, category=body.category,
+                subject_nhs_number_given=body.subject.nhs_number is not None,
+                subject_ethnicity_given=body.subject.ethnicity is not None)
     session.add(flag)
     session.flush()
     version = FlagVersion(
@@ -61,10 +64,12 @@ def publish(session: Session, policy: Policy, agency: Agency, body: FlagCreate) 
         warnings=warnings, created_by=agency.id,
     )
     session.add(version)
+    named = []
     for person in body.related_people:
-        related = identity.resolve_related(session, person)
+        related = identity.resolve_related(session, person, agency.id)
         identity.link_person(session, child.id, related.id, person.role, person.relationship,
                              agency.id, flag.id)
+        named.append(related.id)
     audit.record(session, actor=agency.id, actor_agency=agency.id, action="flag.publish",
                  outcome="published", child_id=child.id, flag_id=flag.id, purpose=body.purpose,
                  lawful_basis=basis.cite(), policy_rule=publish_rule.id,
@@ -72,6 +77,7 @@ def publish(session: Session, policy: Policy, agency: Agency, body: FlagCreate) 
     decisions = _decide_and_record(session, policy, flag, version, agency, previous={},
                                    event_type="flag.shared")
     check_for_move(session, child.id, agency, f"flag:{body.category}")
+    households.after_publish(session, policy, flag, version, named, agency)
     return _published(flag, version, decisions, warnings)
 
 

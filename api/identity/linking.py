@@ -16,7 +16,7 @@ from api.agencies.models import Agency
 from api.audit import service as audit
 from api.identity import matching
 from api.identity.models import Person, PossibleMatch
-from api.identity.scope import child_areas
+from api.identity.scope import person_areas
 from api.transfers.notify import LAWFUL_BASIS, PURPOSE, area_agencies, notify
 
 # A baby is proposed as an unborn child's birth when born up to 17 weeks before (viability)
@@ -111,7 +111,7 @@ def _queue(session: Session, person: Person, other: Person, kind: str, points: f
     if session.exec(select(PossibleMatch.id).where(PossibleMatch.person_id == low,
                                                    PossibleMatch.other_person_id == high)).first():
         return None
-    others_areas = child_areas(session, other.id) - {agency.area}
+    others_areas = person_areas(session, other.id) - {agency.area}
     match = PossibleMatch(person_id=low, other_person_id=high, kind=kind, score=points,
                           reasons=reasons, area=agency.area,
                           other_area=min(others_areas) if others_areas else None,

@@ -17,6 +17,7 @@ from api.auth.principal import Principal
 from api.db import utcnow
 from api.flags import service as flags
 from api.flags.models import Flag
+from api.households import service as households
 from api.identity.models import (
     IdentityMerge, LocalIdentifier, Person, PersonLink, PossibleMatch, Relationship,
 )
@@ -105,6 +106,12 @@ def confirm(session: Session, policy: Policy, principal: Principal, match_id: st
     for flag in session.exec(select(Flag).where(Flag.child_id == kept.id,
                                                 Flag.status == "active")).all():
         flags.share_with_new_recipients(session, policy, flag)
+    # One person now: an adult's history may reach another household, and an unborn child
+    # who is born is a new sibling of any brother or sister on a plan.
+    actor = households.Actor(principal.sub, principal.agency_id)
+    households.review_people(session, policy, [kept.id], actor)
+    if match.kind == "unborn_to_born":
+        households.review_siblings(session, policy, kept.id, actor, trigger="born")
     return match, merge
 
 

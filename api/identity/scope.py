@@ -8,7 +8,7 @@ from sqlmodel import Session, or_, select
 
 from api.agencies.models import Agency
 from api.flags.models import Flag
-from api.identity.models import Relationship
+from api.identity.models import PersonLink, Relationship
 from api.transfers.models import Transfer
 
 
@@ -27,3 +27,10 @@ def child_areas(session: Session, child_id: str, on: date | None = None) -> set[
             Transfer.child_id == child_id, Transfer.status != "withdrawn")).all():
         areas.update((from_area, to_area))
     return areas
+
+
+def person_areas(session: Session, person_id: str) -> set[str]:
+    """A child's areas, and for an adult the areas of the agencies that named them."""
+    named_by = select(Agency.area).join(PersonLink, PersonLink.agency_id == Agency.id).where(
+        PersonLink.person_id == person_id)
+    return child_areas(session, person_id) | set(session.scalars(named_by).all())

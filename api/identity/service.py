@@ -75,15 +75,19 @@ def resolve_child(session: Session, agency_id: str, subject: Subject) -> Person:
     return person
 
 
-def resolve_related(session: Session, person: RelatedPerson) -> Person:
-    """By NHS number when given; otherwise a new person (never merged on a name)."""
+def resolve_related(session: Session, person: RelatedPerson, agency_id: str) -> Person:
+    """By NHS number when given; otherwise a new person, never merged on a name: one that may
+    be a person already held is queued as a possible match for the MASH to decide, so that an
+    adult's history can follow them once someone confirms who they are."""
     if person.nhs_number:
         found = get_or_create_by_nhs(session, person.nhs_number)
     else:
         found = Person()
         session.add(found)
-    _fill_blanks(found, person)
+    gained = _fill_blanks(found, person)
     session.flush()
+    if gained:
+        propose_matches(session, found, agency_id)
     return found
 
 

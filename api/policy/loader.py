@@ -15,8 +15,10 @@ from api.policy.schema import (
     Area,
     CategoryPolicy,
     Defaults,
+    HouseholdRiskRule,
     PlainLanguage,
     PolicyFile,
+    SiblingRule,
 )
 
 
@@ -33,6 +35,9 @@ class Policy:
     areas: dict[str, Area]
     categories: dict[str, CategoryPolicy]
     files: tuple[str, ...] = field(default=())
+    # None: no household-risk or sibling alerts are raised at all.
+    household_risk: HouseholdRiskRule | None = None
+    siblings: SiblingRule | None = None
 
     def rule(self, rule_id: str):
         for cat in self.categories.values():
@@ -59,6 +64,7 @@ def load_policy(directory: Path) -> Policy:
     areas: dict[str, Area] = {}
     categories: dict[str, CategoryPolicy] = {}
     owner: dict[str, str] = {}  # category or rule id -> file that defined it
+    single: dict[str, object] = {}  # sections a partnership states once
     for path in files:
         try:
             raw = path.read_bytes()
@@ -76,6 +82,11 @@ def load_policy(directory: Path) -> Policy:
             if plain is not None:
                 raise PolicyError(f"{path}: plain_language: already set in {owner['plain']}")
             plain, owner["plain"] = parsed.plain_language, path.name
+        for section in ("household_risk", "siblings"):
+            if (value := getattr(parsed, section)) is not None:
+                if section in single:
+                    raise PolicyError(f"{path}: {section}: already set in {owner[section]}")
+                single[section], owner[section] = value, path.name
         for area in parsed.areas:
             if area.code in areas:
                 raise PolicyError(f"{path}: areas: {area.code} already listed in "
@@ -94,6 +105,7 @@ def load_policy(directory: Path) -> Policy:
             categories[name], owner[name] = cat, path.name
     if not categories:
         raise PolicyError(f"{directory}: no categories defined in any policy file")
+    _check_categories_named(single, categories, owner)
     return Policy(
         version=digest.hexdigest()[:16],
         agreements=tuple(agreements),
@@ -102,7 +114,20 @@ def load_policy(directory: Path) -> Policy:
         areas=areas,
         categories=categories,
         files=tuple(p.name for p in files),
+        household_risk=single.get("household_risk"),
+        siblings=single.get("siblings"),
     )
+
+
+def _check_categories_named(single: dict, categories: dict, owner: dict) -> None:
+    """A household or sibling rule naming an unknown category is a typo, not a narrowing."""
+    named = {"household_risk": lambda r: r.history, "siblings": lambda r: r.plan_categories}
+    for section, listed in named.items():
+        if section in single:
+            for name in listed(single[section]):
+                if name not in categories:
+                    raise PolicyError(f"{owner[section]}: {section}: category {name!r} is not "
+                                      "defined in any policy file")
 
 
 class _UniqueKeyLoader(yaml.SafeLoader):

@@ -170,6 +170,59 @@ class AccessPolicy(_Strict):
     recent_accesses_shown: int = Field(default=10, ge=0, le=100)
 
 
+class CitedBasis(_Strict):
+    """The one lawful basis a rule itself cites for the disclosures it makes."""
+
+    article6: str
+    article9: str | None = None
+    dpa2018: str | None = None
+
+    def cite(self) -> str:
+        return " + ".join(p for p in (self.article6, self.article9, self.dpa2018) if p)
+
+
+class HouseholdRiskRule(_Strict):
+    """Adults whose risk history follows them into another child's household.
+
+    An adult named on a flag of a category in `history` with one of the roles listed for it
+    carries that flag as history. When such an adult is later linked to another child as one
+    of `joined_as`, that child's area (`area_kinds`) and the agencies holding one of
+    `relationship_kinds` with the child are told the earlier flags' categories, dates and
+    publishers, never their content.
+    """
+
+    id: str = "HRJ"
+    why: Why
+    history: dict[str, list[Literal["household_member", "parent", "sibling",
+                                    "alleged_perpetrator"]]] = Field(min_length=1)
+    joined_as: list[Literal["household_member", "parent", "alleged_perpetrator"]] = Field(
+        default=["parent", "household_member", "alleged_perpetrator"], min_length=1)
+    area_kinds: list[AgencyKind] = Field(default=["childrens_social_care", "mash"], min_length=1)
+    relationship_kinds: list[RelationshipKind] = []
+    purpose: Purpose = "safeguarding"
+    lawful_basis: CitedBasis
+
+    _check_id = field_validator("id")(lambda cls, v: _rule_id(v))
+
+
+class SiblingRule(_Strict):
+    """Siblings of a child on a plan: the plan owner hears when one is flagged or born.
+
+    Siblings are children sharing a parent or household member (a person linked with one of
+    `linked_as`), or named as each other's sibling on a flag.
+    """
+
+    id: str = "SIB"
+    why: Why
+    plan_categories: list[str] = Field(default=["child_protection_plan", "looked_after_child"],
+                                       min_length=1)
+    linked_as: list[Literal["household_member", "parent"]] = ["parent", "household_member"]
+    purpose: Purpose = "child_protection"
+    lawful_basis: CitedBasis
+
+    _check_id = field_validator("id")(lambda cls, v: _rule_id(v))
+
+
 class PolicyFile(_Strict):
     """One YAML file in the policy directory; any part may be absent."""
 
@@ -179,6 +232,8 @@ class PolicyFile(_Strict):
     areas: list[Area] = []
     categories: dict[str, CategoryPolicy] = {}
     access: AccessPolicy | None = None
+    household_risk: HouseholdRiskRule | None = None
+    siblings: SiblingRule | None = None
 
     @field_validator("categories")
     @classmethod
