@@ -393,3 +393,16 @@ async def test_household_members_bad_input(client, world, session):
         "subject": {"nhs_number": NHS[1]},
         "people": [{"role": "household_member", "nhs_number": ADULT_NHS}]})
     assert r.status_code == 403
+
+
+async def test_the_mash_sees_what_it_was_told_in_the_child_view(client, world, session):
+    baby, _ = baby_in_sandwell()
+    earlier = await domestic_abuse_in_birmingham(client, world)
+    await new_partner_in_sandwell(client, world, baby)
+    params = {"nhs_number": baby.nhs, "purpose": "mash_triage", "reason": "risk alert"}
+    r = await client.get("/v1/children", params=params, headers=world.auth("mash.b"))
+    assert r.status_code == 200, r.text
+    told = r.json()["household_risk"]
+    assert [(t["flag_id"], t["category"], t["publisher"]) for t in told] == [
+        (earlier["id"], "domestic_abuse_incident", "POLICE-A")]
+    assert flag_body()["summary"] not in r.text

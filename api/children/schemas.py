@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 from datetime import date, datetime
 from typing import Literal
 
@@ -95,6 +96,21 @@ class AccessEntry(BaseModel):
     break_glass: bool
 
 
+class HouseholdRiskEntry(BaseModel):
+    """An earlier flag naming a household member, as `household.risk_joined` told it."""
+
+    person_id: str
+    told_at: datetime
+    flag_id: str
+    category: str
+    role: str | None
+    date: dt.date  # `date` as a field name would shadow the type
+    publisher: str
+    publisher_name: str
+    publisher_kind: str
+    publisher_area: str
+
+
 class ChildView(BaseModel):
     child: ChildIdentity
     access: ReadAccess
@@ -102,6 +118,9 @@ class ChildView(BaseModel):
     related_people: list[PersonOut]
     household: list[PersonOut] = Field(description="Parents and household members")
     siblings: list[SiblingOut]
+    household_risk: list[HouseholdRiskEntry] = Field(
+        description="Risk histories of household members told to this child's agencies: "
+                    "category, date and publisher only; ask the publisher for more")
     relationships: list[RelationshipEntry]
     transfers: list[TransferOut]
     suspected_moves: list[SuspectedMoveOut]

@@ -22,6 +22,7 @@ from api.auth.principal import Principal
 from api.flags import service as flags
 from api.flags.models import Disclosure, Flag
 from api.forwarding.models import Delivery
+from api.households import service as households
 from api.identity import linking, matching
 from api.identity.models import Person, PersonLink
 from api.identity.scope import child_areas
@@ -129,6 +130,9 @@ def child_view(session: Session, policy: Policy, access: AccessPolicy, reader: R
         "related_people": people,
         "household": [p for p in people if set(p["roles"]) & set(HOUSEHOLD_ROLES)],
         "siblings": _siblings(session, reader, child.id, people),
+        # What the MASH was already told (household.risk_joined); agencies see their own alerts.
+        "household_risk": households.told_for_child(session, child.id) if reader.practitioner
+        else [],
         "relationships": [
             {"agency": a.id, "agency_kind": a.kind, "area": a.area, "kind": r.kind,
              "start": r.start, "end": r.end}

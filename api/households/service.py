@@ -48,7 +48,7 @@ class HistoryItem:
     flag_id: str
     child_id: str
     category: str
-    role: str
+    role: str | None  # the adult's role on it; None when recalled from what was told
     on: date
     publisher: Agency
 
@@ -113,22 +113,40 @@ def review_people(session: Session, policy: Policy, person_ids: Iterable[str],
 def risk_history(session: Session, rule: HouseholdRiskRule, person_id: str) -> list[HistoryItem]:
     """Flags naming the person in a role the policy lets travel, oldest first, each once."""
     rows = session.exec(
-        select(PersonLink.role, Flag, FlagVersion, Agency)
-        .join(Flag, Flag.id == PersonLink.flag_id)
-        .join(FlagVersion, (FlagVersion.flag_id == Flag.id)
-              & (FlagVersion.version == Flag.version))
-        .join(Agency, Agency.id == Flag.publisher_id)
+        _history_query(PersonLink.role).join(PersonLink, PersonLink.flag_id == Flag.id)
         .where(PersonLink.person_id == person_id, Flag.status != "entered_in_error",
                Flag.category.in_(list(rule.history)))
         .order_by(Flag.created_at, Flag.id)).all()
     items: dict[str, HistoryItem] = {}
     for role, flag, version, publisher in rows:
         if role in rule.history[flag.category] and flag.id not in items:
-            on = (version.occurred_at.date() if version.occurred_at
-                  else version.period_start or flag.created_at.date())
-            items[flag.id] = HistoryItem(flag.id, flag.child_id, flag.category, role, on,
-                                         publisher)
+            items[flag.id] = _item(flag, version, publisher, role)
     return list(items.values())
+
+
+def told_for_child(session: Session, child_id: str) -> list[dict]:
+    """What this child's agencies were told of household members' histories, newest first."""
+    rows = session.exec(
+        _history_query(RiskAlert).join(RiskAlert, RiskAlert.history_flag_id == Flag.id)
+        .where(RiskAlert.child_id == child_id)
+        .order_by(RiskAlert.created_at.desc(), RiskAlert.id)).all()
+    return [{"person_id": alert.person_id, "told_at": alert.created_at,
+             **_item(flag, version, publisher, None).told()}
+            for alert, flag, version, publisher in rows]
+
+
+def _history_query(first):
+    return (select(first, Flag, FlagVersion, Agency)
+            .select_from(Flag)
+            .join(FlagVersion, (FlagVersion.flag_id == Flag.id)
+                  & (FlagVersion.version == Flag.version))
+            .join(Agency, Agency.id == Flag.publisher_id))
+
+
+def _item(flag: Flag, version: FlagVersion, publisher: Agency, role: str | None) -> HistoryItem:
+    on = (version.occurred_at.date() if version.occurred_at
+          else version.period_start or flag.created_at.date())
+    return HistoryItem(flag.id, flag.child_id, flag.category, role, on, publisher)
 
 
 def joined_children(session: Session, rule: HouseholdRiskRule,
@@ -246,12 +264,9 @@ def _raise_risk_joined(session: Session, rule: HouseholdRiskRule, link: PersonLi
 
 def _risk_recipients(session: Session, rule: HouseholdRiskRule,
                      link: PersonLink) -> tuple[list[str], set[str]]:
-    """The child's area agencies of the policy's kinds (the area of the agency that made the
-    link counts), and its own GP or health visitor where the policy names them."""
+    """The child's area agencies of the policy's kinds, and its own GP or health visitor where
+    the policy names them."""
     areas = child_areas(session, link.child_id)
-    linked_by = session.get(Agency, link.agency_id)
-    if linked_by is not None:
-        areas.add(linked_by.area)
     recipients = [a for area in sorted(areas) for a in area_agencies(session, area,
                                                                      rule.area_kinds)]
     recipients += [agency.id for rel, agency in current_relationships(session, link.child_id)

@@ -14,15 +14,17 @@ from api.transfers.models import Transfer
 
 def child_areas(session: Session, child_id: str, on: date | None = None) -> set[str]:
     """Areas where the child lives or is worked with (agencies holding a current relationship),
-    where an agency flagged it (a flag entered in error does not count), and both ends of any
-    transfer that is not withdrawn."""
+    where an agency flagged it (a flag entered in error does not count) or recorded its
+    household, and both ends of any transfer that is not withdrawn."""
     on = on or date.today()
     working = select(Agency.area).join(Relationship, Relationship.agency_id == Agency.id).where(
         Relationship.child_id == child_id, Relationship.start <= on,
         or_(Relationship.end.is_(None), Relationship.end >= on))
     flagged = select(Agency.area).join(Flag, Flag.publisher_id == Agency.id).where(
         Flag.child_id == child_id, Flag.status != "entered_in_error")
-    areas = set(session.scalars(working.union(flagged)).all())
+    household = select(Agency.area).join(PersonLink, PersonLink.agency_id == Agency.id).where(
+        PersonLink.child_id == child_id, PersonLink.flag_id.is_(None))
+    areas = set(session.scalars(working.union(flagged, household)).all())
     for from_area, to_area in session.exec(select(Transfer.from_area, Transfer.to_area).where(
             Transfer.child_id == child_id, Transfer.status != "withdrawn")).all():
         areas.update((from_area, to_area))
