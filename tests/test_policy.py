@@ -83,7 +83,8 @@ def _load_error(directory: Path) -> str:
 def test_shipped_policy_loads_with_every_contract_category(shipped):
     assert CONTRACT_CATEGORIES <= set(shipped.categories)
     assert shipped.files == ("access.yaml", "areas.yaml", "england-default.yaml",
-                             "plain-language.yaml")
+                             "household.yaml", "plain-language.yaml")
+    assert shipped.household_risk.id == "HRJ-1" and shipped.siblings.id == "SIB-1"
     assert shipped.agreements and "England" in shipped.agreements[0]
     assert shipped.defaults.transfer_pickup_working_days == 15
     # The areas of the test world are known to the policy.
