@@ -69,10 +69,11 @@ def _keep_session(request: Request, response: Response) -> Response:
     """Re-sign the session cookie: each page a person sees restarts the idle clock."""
     user = getattr(request.state, "console_user", None)
     if user is not None:
-        settings = request.app.state.settings
+        # The browser keeps the cookie for the longest session; its signed expiry (the idle
+        # timeout) is what counts, and an expired one tells the person why they must sign in.
         console_session.set_cookie(request, response, console_session.COOKIE,
                                    console_session.cookie_value(request, user),
-                                   settings.console_idle_minutes * 60)
+                                   console_session.MAX_SESSION_HOURS * 3600)
     return response
 
 
