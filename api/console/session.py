@@ -106,7 +106,9 @@ def signed_in(request: Request, session: SessionDep) -> ConsoleUser:
     user = _from_cookie(request)
     if user is None:
         raise LoginRequired()
-    account = session.exec(select(User).where(User.username == user.username)).first()
+    account = session.exec(select(User.disabled, User.role)
+                           .where(User.username == user.username)).first()
+    session.rollback()  # end the lookup's transaction: on SQLite each one holds the write lock
     if account is None or account.disabled or account.role != user.role:
         raise LoginRequired()
     request.state.console_user = user  # the page re-signs the cookie: the idle clock restarts
