@@ -17,7 +17,9 @@ from sqlmodel import select
 from api.audit.models import AuditEvent
 from api.auth.models import User
 from api.console import session as console_session
-from tests.factories import NHS, PASSWORD, flag_body
+from api.flags.models import Flag
+from api.forwarding.models import Delivery
+from tests.factories import BIRMINGHAM, NHS, PASSWORD, flag_body
 
 SEARCH = {"purpose": "mash_triage", "reason": "Referral from Northfield Primary this morning"}
 PRACTITIONER_PAGES = ["/console/children", "/console/area", "/console/matches",
@@ -226,6 +228,8 @@ async def test_purpose_and_reason_come_before_anything_is_shown(client, world, s
     assert r.status_code == 400
     assert 'href="#purpose"' in r.text and 'href="#reason"' in r.text
     assert "Amelia" not in r.text
+    r = await client.post("/console/children/search", data={"csrf_token": csrf})
+    assert all(f'href="#{f}"' in r.text for f in ("purpose", "reason", "nhs_number"))
     r = await client.post(f"/console/children/{amelia}",
                           data={"purpose": "curiosity", "reason": "x", "csrf_token": csrf})
     assert r.status_code == 400 and "Select why" in r.text
@@ -308,3 +312,28 @@ async def test_the_govuk_frontend_assets_are_served(client):
         assert (await client.get(url)).status_code == 200, url
     js = await client.get("/console/static/console.js")
     assert js.status_code == 200 and "initAll" in js.text
+
+
+async def test_area_work_shows_only_the_areas_own_unacknowledged_deliveries(client, world,
+                                                                            session, amelia):
+    r = await client.post("/v1/flags", json=flag_body(subject={"nhs_number": NHS[3]}),
+                          headers=world.auth("POLICE-B"))
+    assert r.status_code == 201
+    sandwell_child = r.json()["child_id"]
+    mine = session.exec(select(Delivery).join(Flag, Flag.id == Delivery.flag_id)
+                        .where(Flag.child_id == amelia, Delivery.acknowledge_by.is_not(None))
+                        .order_by(Delivery.seq)).all()
+    assert mine and all(world.agencies[d.recipient_id].area == BIRMINGHAM for d in mine)
+    acked = mine[0]
+    r = await client.post(f"/v1/deliveries/{acked.id}/ack", json={"status": "received"},
+                          headers=world.auth(acked.recipient_id))
+    assert r.status_code == 200, r.text
+    await signed_in(client, "mash.a")
+    page = (await client.get("/console/area")).text
+    table = page[page.index('id="unacknowledged"'):]
+    assert table.count(f'href="/console/children/{amelia}"') == len(mine) - 1
+    assert sandwell_child not in page
+    await client.post("/console/logout", data={"csrf_token": csrf_of(page)})
+    await signed_in(client, "mash.b")
+    page = (await client.get("/console/area")).text
+    assert sandwell_child in page and amelia not in page

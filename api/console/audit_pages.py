@@ -29,9 +29,9 @@ ROWS = 50
 
 def _filters(query: dict[str, str], errors: forms.Errors) -> read.EventFilter:
     """The filter form: child, agency, action and a range of days (UK dates, both inclusive)."""
-    since = forms.date_input({p: query.get(f"since-{p}") for p in ("day", "month", "year")},
+    since = forms.date_input(forms.date_parts(query, "since"),
                              "since", "the from date", errors)
-    until = forms.date_input({p: query.get(f"until-{p}") for p in ("day", "month", "year")},
+    until = forms.date_input(forms.date_parts(query, "until"),
                              "until", "the to date", errors)
     if since and until and until < since:
         errors.add("until-day", "The to date must be the same as or after the from date")
@@ -54,12 +54,8 @@ def events(request: Request, user: Auditor, session: SessionDep, query: Query):
     errors = forms.Errors()
     filters = _filters(query, errors)
     context = {"form": query, "errors": errors,
-               "since_items": forms.date_items(
-                   {p: query.get(f"since-{p}") for p in ("day", "month", "year")}, "since",
-                   errors),
-               "until_items": forms.date_items(
-                   {p: query.get(f"until-{p}") for p in ("day", "month", "year")}, "until",
-                   errors),
+               "since_items": forms.date_items(forms.date_parts(query, "since"), "since", errors),
+               "until_items": forms.date_items(forms.date_parts(query, "until"), "until", errors),
                "since_error": forms.date_error("since", errors),
                "until_error": forms.date_error("until", errors)}
     if errors:

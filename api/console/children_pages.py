@@ -44,15 +44,11 @@ def _stated(fields: dict[str, str], access: AccessPolicy,
     return None if errors else service.Purpose(purpose, reason)
 
 
-def _date_parts(fields: dict[str, str], name: str) -> dict[str, str]:
-    return {part: fields.get(f"{name}-{part}", "") for part in ("day", "month", "year")}
-
-
 def _search_page(request: Request, access: AccessPolicy, fields: dict[str, str],
                  errors: forms.Errors, status: int = 200, **context):
     return pages.render(request, "search.html", status=status, purposes=access.purposes,
                         form=fields, errors=errors,
-                        birth_date_items=forms.date_items(_date_parts(fields, "birth_date"),
+                        birth_date_items=forms.date_items(forms.date_parts(fields, "birth_date"),
                                                           "birth_date", errors),
                         birth_date_error=forms.date_error("birth_date", errors), **context)
 
@@ -88,9 +84,11 @@ def search(request: Request, user: PractitionerPost, fields: Fields, session: Se
     nhs_number = forms.nhs_number(fields.get("nhs_number"), "nhs_number", errors)
     given_name = forms.text(fields.get("given_name"), "given_name", errors, max_length=100)
     family_name = forms.text(fields.get("family_name"), "family_name", errors, max_length=100)
-    birth_date = forms.date_input(_date_parts(fields, "birth_date"), "birth_date",
+    birth_date = forms.date_input(forms.date_parts(fields, "birth_date"), "birth_date",
                                   "date of birth", errors, past=True)
-    if not errors and not nhs_number and not (family_name and birth_date):
+    said_who = nhs_number or (family_name and birth_date)
+    if not said_who and "nhs_number" not in errors.by_field and not forms.date_error(
+            "birth_date", errors):
         if not family_name:
             errors.add("nhs_number", "Enter an NHS number, or a last name and date of birth")
         else:

@@ -66,6 +66,11 @@ def nhs_number(value: str | None, field_id: str, errors: Errors) -> str | None:
         return None
 
 
+def date_parts(fields: dict[str, str], name: str) -> dict[str, str]:
+    """The day, month and year boxes of the GOV.UK date input named `name`."""
+    return {part: fields.get(f"{name}-{part}", "") for part in ("day", "month", "year")}
+
+
 def date_input(parts: dict[str, str | None], field_id: str, label: str,
                errors: Errors, *, required: bool = False, past: bool = False) -> date | None:
     """A GOV.UK date input (day, month, year boxes) as a date, or None when all are blank."""
