@@ -47,8 +47,10 @@ def chromium() -> str:
     return path
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def browser(chromium):
+    """Module-scoped: Playwright's sync API holds an event loop in this thread until it stops,
+    which the asyncio tests after this folder need back."""
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as playwright:
