@@ -17,6 +17,7 @@ from api.audit.router import router as audit_router
 from api.auth.keys import KeyRing
 from api.auth.router import router as auth_router
 from api.children.router import router as children_router
+from api.console.router import install as install_console
 from api.db import get_engine, utcnow
 from api.flags.router import router as flags_router
 from api.forwarding.router import router as forwarding_router
@@ -66,6 +67,7 @@ def create_app(settings: Settings | None = None,
         app.include_router(router)
     app.include_router(audit_router)
     app.include_router(children_router)
+    install_console(app)
 
     @app.middleware("http")
     async def _metrics(request: Request, call_next):

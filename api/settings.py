@@ -47,6 +47,8 @@ class Settings(BaseSettings):
     worker_poll_seconds: float = Field(default=0.25, gt=0, le=60)
     # How long a claimed delivery is reserved; a killed worker's claims are retried after it.
     worker_lease_seconds: float = Field(default=60.0, ge=1, le=3600)
+    # Web console: a signed-in person is signed out after this many minutes without a request.
+    console_idle_minutes: int = Field(default=15, ge=1, le=480)
     # JSON list of {"issuer", "jwks_url" | "jwks_file"}.
     trusted_issuers: list[TrustedIssuer] = []
 

@@ -59,8 +59,10 @@ def client_credentials(session: Session, keyring: KeyRing, settings: Settings,
     return token
 
 
-def password(session: Session, keyring: KeyRing, settings: Settings,
-             username: str, password_: str) -> dict:
+def authenticate_person(session: Session, username: str, password_: str, *,
+                        outcome: str = "token issued") -> tuple[User, Agency | None]:
+    """A person's username and password checked; the login, or the failed attempt, is an
+    audit event committed at once (the API's password grant and the web console alike)."""
     username = _as_name(username)
     user = session.exec(select(User).where(User.username == username)).first()
     ok = verify_secret(user.password_hash if user else None, password_)
@@ -70,9 +72,14 @@ def password(session: Session, keyring: KeyRing, settings: Settings,
         session.commit()
         raise OAuthError(401, "invalid_grant", "The username or password is wrong.")
     agency = session.get(Agency, user.agency_id) if user.agency_id else None
-    token = _token(keyring, settings, sub=user.username, role=user.role,
-                   agency=user.agency_id, area=agency.area if agency else None)
     audit.record(session, actor=user.username, actor_agency=user.agency_id, action="login",
-                 outcome="token issued")
+                 outcome=outcome)
     session.commit()
-    return token
+    return user, agency
+
+
+def password(session: Session, keyring: KeyRing, settings: Settings,
+             username: str, password_: str) -> dict:
+    user, agency = authenticate_person(session, username, password_)
+    return _token(keyring, settings, sub=user.username, role=user.role,
+                  agency=user.agency_id, area=agency.area if agency else None)

@@ -14,6 +14,7 @@ from api.agencies.models import Agency
 from api.agencies.service import check_area
 from api.audit import service as audit
 from api.db import utcnow
+from api.flags.models import Flag
 from api.forwarding.models import Delivery, Subscription
 from api.forwarding.schemas import AckCreate, SubscriptionCreate
 from api.forwarding.targets import TargetRefused, check_url
@@ -164,3 +165,22 @@ def acknowledge(session: Session, agency: Agency, delivery_id: str, body: AckCre
 
 def delivery_status(d: Delivery) -> str:
     return d.ack_status or d.status
+
+
+def unacknowledged_in_area(session: Session, area: str, now: datetime,
+                           limit: int = 200) -> list[dict]:
+    """Flag deliveries to the area's agencies still awaiting an acknowledgement, earliest
+    deadline first: what the area's MASH chases (`delivery.unacknowledged` goes to it too)."""
+    rows = session.exec(
+        select(Delivery, Flag.child_id, Flag.category, Flag.publisher_id)
+        .join(Agency, Agency.id == Delivery.recipient_id)
+        .join(Flag, Flag.id == Delivery.flag_id)
+        .where(Agency.area == area, Delivery.ack_status.is_(None),
+               Delivery.acknowledge_by.is_not(None))
+        .order_by(Delivery.acknowledge_by, Delivery.seq).limit(limit)).all()
+    return [{"delivery_id": d.id, "event_type": d.event_type, "flag_id": d.flag_id,
+             "child_id": child_id, "category": category, "publisher": publisher,
+             "recipient": d.recipient_id, "status": delivery_status(d),
+             "created_at": d.created_at, "acknowledge_by": d.acknowledge_by,
+             "overdue": d.acknowledge_by < now}
+            for d, child_id, category, publisher in rows]
