@@ -337,3 +337,24 @@ async def test_area_work_shows_only_the_areas_own_unacknowledged_deliveries(clie
     await signed_in(client, "mash.b")
     page = (await client.get("/console/area")).text
     assert sandwell_child in page and amelia not in page
+
+
+async def test_the_child_page_shows_household_risk_without_its_content(client, world, session):
+    """A new partner flagged for domestic abuse elsewhere: category, date and holder only."""
+    r = await client.post("/v1/flags", headers=world.auth("POLICE-B"), json=flag_body(
+        subject={"nhs_number": NHS[5]}, related_people=[
+            {"role": "alleged_perpetrator", "nhs_number": NHS[9], "given_name": "Dean",
+             "family_name": "Cole"}]))
+    assert r.status_code == 201, r.text
+    r = await client.post("/v1/household-members", headers=world.auth("HV-A"), json={
+        "subject": {"nhs_number": NHS[0], "given_name": "Amelia", "family_name": "Hartley"},
+        "people": [{"role": "household_member", "nhs_number": NHS[9],
+                    "relationship": "mother's new partner"}]})
+    assert r.status_code == 201, r.text
+    csrf = await signed_in(client, "mash.a")
+    r = await client.post("/console/children/search",
+                          data={**SEARCH, "nhs_number": NHS[0], "csrf_token": csrf})
+    assert r.status_code == 200, r.text
+    assert 'id="household-risk"' in r.text and "Domestic abuse incident" in r.text
+    assert "Dean Cole" in r.text and "POLICE-B" in r.text
+    assert flag_body()["summary"] not in r.text and flag_body()["details"] not in r.text
