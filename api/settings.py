@@ -7,8 +7,9 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, Field, HttpUrl, field_validator
+from pydantic import BaseModel, Field, HttpUrl, ValidationInfo, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+from sqlalchemy.engine import make_url
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
@@ -32,6 +33,8 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="FLAGSHARE_", extra="forbid")
 
     database_url: str = Field(default=f"sqlite:///{Path.cwd() / 'flagshare.db'}")
+    # A file holding the database password (a Docker secret), so it stays out of the URL.
+    database_password_file: Path | None = None
     environment: Literal["production", "development"] = "production"
     policy_dir: Path = REPO_ROOT / "policies"
     issuer: str = "https://flagshare.local"
@@ -58,6 +61,28 @@ class Settings(BaseSettings):
         if not (v.startswith("sqlite:///") or v.startswith("postgresql+psycopg://")):
             raise ValueError("must be sqlite:///PATH or postgresql+psycopg://USER@HOST/DB")
         return v
+
+    @field_validator("database_password_file")
+    @classmethod
+    def _readable_password(cls, v: Path | None, info: ValidationInfo) -> Path | None:
+        if v is None:
+            return v
+        if str(info.data.get("database_url", "")).startswith("sqlite"):
+            raise ValueError("is for PostgreSQL; a SQLite URL has no password")
+        try:
+            if not v.read_text().strip("\r\n"):
+                raise ValueError(f"{v} is empty")
+        except OSError as exc:
+            raise ValueError(f"cannot read {v}: {exc.strerror}") from None
+        return v
+
+    @model_validator(mode="after")
+    def _password_into_url(self) -> Settings:
+        if self.database_password_file is not None:
+            password = self.database_password_file.read_text().strip("\r\n")
+            url = make_url(self.database_url).set(password=password)
+            self.database_url = url.render_as_string(hide_password=False)
+        return self
 
     @field_validator("policy_dir")
     @classmethod
