@@ -41,6 +41,8 @@ class Settings(BaseSettings):
     audience: str = "flagshare"
     token_ttl_seconds: int = Field(default=900, ge=60, le=86400)
     max_body_bytes: int = Field(default=256 * 1024, ge=1024)
+    # API requests running at once per process (more queue); below the connection pool's 20.
+    max_concurrent_requests: int = Field(default=10, ge=1, le=200)
     # Delivery: run the worker inside `serve` (embedded default) or only in `flagshare worker`.
     embedded_worker: bool = True
     webhook_timeout_seconds: float = Field(default=10.0, gt=0, le=60)
