@@ -23,14 +23,10 @@ from contextlib import ExitStack
 from datetime import datetime, timezone
 from pathlib import Path
 
-import httpx
-
 from bench.common import database, pct
-from tests.factories import NHS, relationship_body
-from tests.processes import running_topology
+from tests.processes import police_and_school, running_topology
 from tests.receiver import Receiver
 
-AREA = "E08000025"
 HERE = Path(__file__).parent
 WORKER_ENV = {"FLAGSHARE_WORKER_POLL_SECONDS": "0.2"}
 
@@ -55,30 +51,13 @@ class MemorySampler(threading.Thread):
             self.done.wait(self.every)
 
 
-def prepare(topology, receiver_url: str) -> dict[str, dict[str, str]]:
-    """The agencies, the school's subscription and relationships; a token per agency."""
-    first = topology.servers[0]
-    first.add_agency("L-POLICE", "police", AREA)
-    first.add_agency("L-SCHOOL", "education", AREA)
-    with httpx.Client(base_url=first.url, timeout=30) as http:
-        school = first.token(http, "L-SCHOOL")
-        r = http.post("/v1/subscriptions", headers=school,
-                      json={"delivery": {"mode": "webhook", "url": receiver_url}})
-        assert r.status_code == 201, r.text
-        for nhs in NHS[:4]:
-            r = http.post("/v1/relationships", json=relationship_body("school", nhs),
-                          headers=school)
-            assert r.status_code == 201, r.text
-        return {"L-POLICE": first.token(http, "L-POLICE"), "L-SCHOOL": school}
-
-
 def run(args, tmp: Path) -> dict:
     seconds = max(5, round(args.minutes * 60))
     with ExitStack() as stack:
         url = stack.enter_context(database(args.db, tmp))
         topology = stack.enter_context(running_topology(url, tmp, **WORKER_ENV))
         rx = stack.enter_context(Receiver())
-        tokens = prepare(topology, rx.url)
+        tokens = police_and_school(topology.servers[0], rx.url, "L-POLICE", "L-SCHOOL")
         pids = [s.process.pid for s in topology.servers]
         sampler = MemorySampler(pids, every=max(1.0, seconds / 30))
         samples_file = tmp / "samples.json"
@@ -114,7 +93,7 @@ def report(args, result: dict) -> list[str]:
     rate = failures / len(requests) if requests else float("nan")
     bucket = 60 if result["seconds"] >= 180 else max(1, result["seconds"] // 6)
     lines = [
-        f"# Load test\n",
+        "# Load test\n",
         f"_{datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC, {platform.node()}, "
         f"{os.cpu_count()} CPUs shared with other work, Python {platform.python_version()}, "
         f"database {args.db}_\n",

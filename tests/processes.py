@@ -19,6 +19,8 @@ from pathlib import Path
 import httpx
 import pytest
 
+from tests.factories import NHS, relationship_body
+
 FLAGSHARE = str(Path(sys.executable).parent / "flagshare")
 
 
@@ -168,6 +170,24 @@ def private_postgres():
         yield cluster
     finally:
         cluster.cleanup()
+
+
+def police_and_school(server: Server, receiver_url: str, police: str, school: str,
+                      area: str = "E08000025") -> dict[str, dict[str, str]]:
+    """Police who publish and a school that works with four children and takes webhooks at
+    `receiver_url`; returns each agency's bearer header."""
+    server.add_agency(police, "police", area)
+    server.add_agency(school, "education", area)
+    with httpx.Client(base_url=server.url, timeout=30) as http:
+        tokens = {police: server.token(http, police), school: server.token(http, school)}
+        r = http.post("/v1/subscriptions", headers=tokens[school],
+                      json={"delivery": {"mode": "webhook", "url": receiver_url}})
+        assert r.status_code == 201, r.text
+        for nhs in NHS[:4]:
+            r = http.post("/v1/relationships", json=relationship_body("school", nhs),
+                          headers=tokens[school])
+            assert r.status_code == 201, r.text
+    return tokens
 
 
 def stop(process: subprocess.Popen, sig: int = signal.SIGTERM) -> None:

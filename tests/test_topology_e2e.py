@@ -21,34 +21,23 @@ import pytest
 import sqlalchemy as sa
 
 from tests.conftest import fresh_database
-from tests.factories import NHS, flag_body, relationship_body
-from tests.processes import (Topology, free_port, private_postgres, run_cli, running_topology,
-                             stop, wait_until)
+from tests.factories import NHS, flag_body
+from tests.processes import (Topology, free_port, police_and_school, private_postgres, run_cli,
+                             running_topology, stop, wait_until)
 from tests.receiver import Receiver
 
-AREA = "E08000025"
 # Short lease and poll so a killed worker's claims come back within seconds.
 FAST = {"FLAGSHARE_WORKER_LEASE_SECONDS": "2", "FLAGSHARE_WORKER_POLL_SECONDS": "0.2"}
 AUDITOR_PASSWORD = "a-long-auditor-password"
 
 
 def prepare(topology: Topology, receiver_url: str) -> None:
-    """Police publish; the school works with the children and takes webhooks."""
+    """Police publish; the school works with the children and takes webhooks; an auditor."""
     first = topology.servers[0]
-    first.add_agency("T-POLICE", "police", AREA)
-    first.add_agency("T-SCHOOL", "education", AREA)
+    police_and_school(first, receiver_url, "T-POLICE", "T-SCHOOL")
     out = run_cli(first.env, "users", "add", "--username", "t-auditor", "--password",
                   AUDITOR_PASSWORD, "--role", "auditor")
     assert out.returncode == 0, out.stderr
-    with httpx.Client(base_url=first.url, timeout=30) as http:
-        school = first.token(http, "T-SCHOOL")
-        r = http.post("/v1/subscriptions", headers=school,
-                      json={"delivery": {"mode": "webhook", "url": receiver_url}})
-        assert r.status_code == 201, r.text
-        for nhs in NHS[:4]:
-            r = http.post("/v1/relationships", json=relationship_body("school", nhs),
-                          headers=school)
-            assert r.status_code == 201, r.text
 
 
 class Publisher:
