@@ -12,6 +12,7 @@ from sqlalchemy import text
 from sqlmodel import Session
 
 from api import problems
+from api.admission import AdmissionLimit
 from api.agencies.router import router as agencies_router
 from api.audit.router import router as audit_router
 from api.auth.keys import KeyRing
@@ -79,6 +80,7 @@ def create_app(settings: Settings | None = None,
         REQUESTS.labels(request.method, path, str(response.status_code)).inc()
         return response
 
+    app.add_middleware(AdmissionLimit, limit=settings.max_concurrent_requests)
     app.add_middleware(problems.RequestGuard, max_bytes=settings.max_body_bytes)
 
     @app.get("/healthz", tags=["operations"], summary="Liveness")

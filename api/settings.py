@@ -7,8 +7,9 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, Field, HttpUrl, field_validator
+from pydantic import BaseModel, Field, HttpUrl, ValidationInfo, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+from sqlalchemy.engine import make_url
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
@@ -32,12 +33,16 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="FLAGSHARE_", extra="forbid")
 
     database_url: str = Field(default=f"sqlite:///{Path.cwd() / 'flagshare.db'}")
+    # A file holding the database password (a Docker secret), so it stays out of the URL.
+    database_password_file: Path | None = None
     environment: Literal["production", "development"] = "production"
     policy_dir: Path = REPO_ROOT / "policies"
     issuer: str = "https://flagshare.local"
     audience: str = "flagshare"
     token_ttl_seconds: int = Field(default=900, ge=60, le=86400)
     max_body_bytes: int = Field(default=256 * 1024, ge=1024)
+    # API requests running at once per process (more queue); below the connection pool's 20.
+    max_concurrent_requests: int = Field(default=10, ge=1, le=200)
     # Delivery: run the worker inside `serve` (embedded default) or only in `flagshare worker`.
     embedded_worker: bool = True
     webhook_timeout_seconds: float = Field(default=10.0, gt=0, le=60)
@@ -60,6 +65,28 @@ class Settings(BaseSettings):
         if not (v.startswith("sqlite:///") or v.startswith("postgresql+psycopg://")):
             raise ValueError("must be sqlite:///PATH or postgresql+psycopg://USER@HOST/DB")
         return v
+
+    @field_validator("database_password_file")
+    @classmethod
+    def _readable_password(cls, v: Path | None, info: ValidationInfo) -> Path | None:
+        if v is None:
+            return v
+        if str(info.data.get("database_url", "")).startswith("sqlite"):
+            raise ValueError("is for PostgreSQL; a SQLite URL has no password")
+        try:
+            if not v.read_text().strip("\r\n"):
+                raise ValueError(f"{v} is empty")
+        except OSError as exc:
+            raise ValueError(f"cannot read {v}: {exc.strerror}") from None
+        return v
+
+    @model_validator(mode="after")
+    def _password_into_url(self) -> Settings:
+        if self.database_password_file is not None:
+            password = self.database_password_file.read_text().strip("\r\n")
+            url = make_url(self.database_url).set(password=password)
+            self.database_url = url.render_as_string(hide_password=False)
+        return self
 
     @field_validator("policy_dir")
     @classmethod

@@ -2,18 +2,24 @@
 
 from __future__ import annotations
 
+import glob
 import os
 import re
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
 import pytest
+
+from tests.factories import NHS, relationship_body
 
 FLAGSHARE = str(Path(sys.executable).parent / "flagshare")
 
@@ -74,6 +80,114 @@ def running_server(database_url: str, tmp: Path, **env_extra: str):
         finally:
             proc.terminate()
             proc.wait(timeout=20)
+
+
+@dataclass
+class Topology:
+    """The scaled-out deployment: API processes and `flagshare worker` processes, one database."""
+
+    servers: list[Server]
+    workers: list[subprocess.Popen] = field(default_factory=list)
+
+    def start_worker(self) -> subprocess.Popen:
+        worker = self.servers[0].start_worker(f"worker-{len(self.workers) + 1}")
+        self.workers.append(worker)
+        return worker
+
+
+@contextmanager
+def running_topology(database_url: str, tmp: Path, apis: int = 2, workers: int = 2,
+                     **env_extra: str):
+    """`apis` `flagshare serve` processes (embedded worker off) and `workers` workers."""
+    env = {"FLAGSHARE_EMBEDDED_WORKER": "false", **env_extra}
+    with ExitStack() as stack:
+        servers = []
+        for n in range(1, apis + 1):
+            (tmp / f"api-{n}").mkdir()
+            servers.append(stack.enter_context(running_server(database_url, tmp / f"api-{n}",
+                                                              **env)))
+        for srv in servers[1:]:
+            srv.secrets = servers[0].secrets  # one registry: secrets added via any process
+        topology = Topology(servers)
+        try:
+            for _ in range(workers):
+                topology.start_worker()
+            yield topology
+        finally:
+            for worker in topology.workers:
+                stop(worker)
+
+
+class PrivatePostgres:
+    """A PostgreSQL cluster of the test's own on a free loopback port, so it can be restarted
+    (the shared server must never be). Run as the `postgres` OS user when the test is root."""
+
+    def __init__(self) -> None:
+        found = sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb"))
+        if not found:
+            pytest.skip("no PostgreSQL server binaries under /usr/lib/postgresql/*/bin")
+        self.bin = Path(found[-1]).parent
+        self.dir = Path(tempfile.mkdtemp(prefix="flagshare-pg-"))
+        self.port = free_port()
+        if os.geteuid() == 0:
+            shutil.chown(self.dir, "postgres", "postgres")
+        self.url = f"postgresql+psycopg://postgres@127.0.0.1:{self.port}/postgres"
+
+    def _command(self, *args: str) -> list[str]:
+        command = [str(self.bin / args[0]), *args[1:]]
+        return ["runuser", "-u", "postgres", "--", *command] if os.geteuid() == 0 else command
+
+    def _run(self, *args: str) -> None:
+        out = subprocess.run(self._command(*args), capture_output=True, text=True, timeout=120)
+        assert out.returncode == 0, f"{args[0]} failed: {out.stdout}{out.stderr}"
+
+    def init(self) -> None:
+        self._run("initdb", "-D", str(self.dir / "data"), "-U", "postgres", "--auth=trust",
+                  "-E", "UTF8", "--no-sync")
+
+    def start(self) -> None:
+        options = (f"-p {self.port} -k {self.dir} -c listen_addresses=127.0.0.1 "
+                   f"-c fsync=off -c max_connections=200")
+        self._run("pg_ctl", "-D", str(self.dir / "data"), "-l", str(self.dir / "server.log"),
+                  "-o", options, "-w", "start")
+
+    def crash(self) -> None:
+        """Stop at once, as on a power cut: no checkpoint, recovery on the next start."""
+        self._run("pg_ctl", "-D", str(self.dir / "data"), "-m", "immediate", "-w", "stop")
+
+    def cleanup(self) -> None:
+        subprocess.run(self._command("pg_ctl", "-D", str(self.dir / "data"), "-m", "immediate",
+                                     "-w", "stop"), capture_output=True, timeout=120)
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+@contextmanager
+def private_postgres():
+    cluster = PrivatePostgres()
+    try:
+        cluster.init()
+        cluster.start()
+        yield cluster
+    finally:
+        cluster.cleanup()
+
+
+def police_and_school(server: Server, receiver_url: str, police: str, school: str,
+                      area: str = "E08000025") -> dict[str, dict[str, str]]:
+    """Police who publish and a school that works with four children and takes webhooks at
+    `receiver_url`; returns each agency's bearer header."""
+    server.add_agency(police, "police", area)
+    server.add_agency(school, "education", area)
+    with httpx.Client(base_url=server.url, timeout=30) as http:
+        tokens = {police: server.token(http, police), school: server.token(http, school)}
+        r = http.post("/v1/subscriptions", headers=tokens[school],
+                      json={"delivery": {"mode": "webhook", "url": receiver_url}})
+        assert r.status_code == 201, r.text
+        for nhs in NHS[:4]:
+            r = http.post("/v1/relationships", json=relationship_body("school", nhs),
+                          headers=tokens[school])
+            assert r.status_code == 201, r.text
+    return tokens
 
 
 def stop(process: subprocess.Popen, sig: int = signal.SIGTERM) -> None:

@@ -26,7 +26,7 @@ class Receiver:
     """`respond(n)` gives (status, headers) for the n-th request (0-based); default 200."""
 
     def __init__(self, respond: Callable[[int], tuple[int, dict]] | None = None,
-                 delay: float = 0.0):
+                 delay: float = 0.0, port: int = 0):
         self.requests: list[Received] = []
         self.respond = respond or (lambda n: (200, {}))
         self.delay = delay
@@ -52,7 +52,7 @@ class Receiver:
             def log_message(self, *args):
                 pass
 
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server = ThreadingHTTPServer(("127.0.0.1", port), Handler)
         self.url = f"http://127.0.0.1:{self.server.server_address[1]}/hooks"
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
 

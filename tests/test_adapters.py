@@ -12,14 +12,17 @@ import json
 import subprocess
 import sys
 import threading
+from datetime import datetime, timedelta, timezone
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
+from standardwebhooks.webhooks import Webhook
 
 from adapters import gp, midwifery, police, social_care
 from adapters.client import ApiUnavailable, FlagshareClient
 from adapters.inbox import Inbox
+from adapters.receiver import WebhookReceiver
 from adapters.records import Call, FlagPart, RecordError, idempotency_key
 from adapters.sources import SourceError, read_csv
 from tests.processes import free_port
@@ -469,3 +472,38 @@ def test_inbox_hands_each_delivery_over_once_across_restarts(tmp_path):
     assert again.accept("msg_2", event, "feed") is True
     assert [(e["delivery_id"], e["via"]) for e in again.events()] == [
         ("msg_1", "webhook"), ("msg_2", "feed")]
+
+
+# --- the webhook receiver --------------------------------------------------------------------
+# test_adapters_e2e covers a replay ten minutes late, a wrong secret and an altered body against
+# the running service; these are the other ways a captured or forged delivery could get in.
+
+def test_receiver_refuses_future_timestamps_moved_ids_and_unsigned_requests(tmp_path):
+    secret = "whsec_" + "MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
+    acked: list[str] = []
+    receiver = WebhookReceiver(secret, Inbox(tmp_path), acked.append)
+    receiver.server.server_close()  # handle() is called directly; no socket needed
+    signer = Webhook(secret)
+    body = json.dumps({"id": "evt_1", "type": "flag.shared", "data": {}}).encode()
+    now = datetime.now(timezone.utc)
+
+    def headers(msg_id: str, when: datetime, signed_id: str | None = None) -> dict[str, str]:
+        return {"webhook-id": msg_id, "webhook-timestamp": str(int(when.timestamp())),
+                "webhook-signature": signer.sign(signed_id or msg_id, when, body.decode())}
+
+    # Signed ahead of time (a clock set forward to outlive the replay window).
+    assert receiver.handle(headers("msg_1", now + timedelta(minutes=10)), body) == 401
+    # A genuine signature for msg_1 presented under a fresh id to get past de-duplication.
+    assert receiver.handle(headers("msg_2", now, signed_id="msg_1"), body) == 401
+    # A genuine signature with the timestamp header changed to look fresh.
+    stale = headers("msg_1", now - timedelta(minutes=10))
+    assert receiver.handle({**stale, "webhook-timestamp": str(int(now.timestamp()))},
+                           body) == 401
+    for missing in ("webhook-signature", "webhook-timestamp", "webhook-id"):
+        unsigned = {k: v for k, v in headers("msg_1", now).items() if k != missing}
+        assert receiver.handle(unsigned, body) == 401, missing
+    assert Inbox(tmp_path).events() == [] and acked == []
+    # The same delivery, properly signed and current, is handed over and acknowledged.
+    assert receiver.handle(headers("msg_1", now), body) == 204
+    assert [e["delivery_id"] for e in Inbox(tmp_path).events()] == ["msg_1"]
+    assert acked == ["msg_1"]
