@@ -47,7 +47,7 @@ def create_subscription(body: SubscriptionCreate, agency: CallingAgency, session
 
 
 @router.get("/subscriptions", response_model=Page[SubscriptionOut],
-            response_model_exclude_none=True, summary="The calling agency's subscriptions")
+            summary="The calling agency's subscriptions")
 def list_subscriptions(agency: CallingAgency, session: SessionDep, page: PageDep):
     q = select(Subscription).where(Subscription.agency_id == agency.id).order_by(Subscription.id)
     if page.after is not None:
