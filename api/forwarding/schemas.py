@@ -56,7 +56,11 @@ class SubscriptionOut(BaseModel):
     active: bool
     disabled_reason: str | None = None
     created_at: datetime
-    secret: str | None = Field(default=None, description="Only in the response that created it")
+
+
+class SubscriptionCreated(SubscriptionOut):
+    secret: str | None = Field(default=None, description="Webhook signing secret; only in the "
+                                                         "response that created it")
 
 
 class Event(BaseModel):
