@@ -7,8 +7,9 @@ a Birmingham agency ("own"); it is asked for by that agency, by an agency of the
 no tie to it (a second school), by the owner's counterpart in Sandwell, by MASH practitioners
 of both areas, by an auditor and by an administrator. Each caller must get exactly the expected
 status: 2xx for those allowed, 403 for a role that may not, 404 for an object the caller must
-not see. A list must hold the object only for callers who may see it. Every probe runs in a
-savepoint rolled back afterwards, so one caller's write never changes what the next one meets.
+not see, answered exactly as for an id that does not exist (no existence oracle). A list must
+hold the object only for callers who may see it. Every probe runs in a savepoint rolled back
+afterwards, so one caller's write never changes what the next one meets.
 
 The web console's routes use a session cookie (tests/test_console.py); here they must treat a
 bearer token like no credentials at all.
@@ -17,7 +18,8 @@ bearer token like no credentials at all.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
+import uuid
+from dataclasses import dataclass, field, fields, replace
 
 import pytest
 from fastapi.routing import APIRoute, iter_route_contexts
@@ -203,21 +205,32 @@ def test_each_role_sees_only_what_it_may(app_session_per_request, world, session
     client = ASGIClient(app_session_per_request)
     scene = build_scene(client, world, session)
     assert UNRELATED_SAME_AREA not in scene.flag_shared_with
+    nowhere = replace(scene, **{f.name: str(uuid.uuid4()) for f in fields(Scene)
+                                if isinstance(getattr(scene, f.name), str)})
+
+    def ask(method: str, probe: Probe, variant: str, about: Scene):
+        savepoint = connection.begin_nested()
+        try:
+            return client.request(method, probe.url(about),
+                                  headers=world.auth(caller(variant, probe.owner)),
+                                  json=probe.body(about) if probe.body else None)
+        finally:
+            savepoint.rollback()
+
     wrong = []
     for (method, path), probe in sorted(MATRIX.items()):
         for variant in VARIANTS:
-            who = caller(variant, probe.owner)
-            savepoint = connection.begin_nested()
-            try:
-                response = client.request(method, probe.url(scene), headers=world.auth(who),
-                                          json=probe.body(scene) if probe.body else None)
-            finally:
-                savepoint.rollback()
+            response = ask(method, probe, variant, scene)
             expected = probe.statuses[variant]
-            where = f"{method} {path} as {variant} ({who})"
+            where = f"{method} {path} as {variant} ({caller(variant, probe.owner)})"
             if response.status_code != expected:
                 wrong.append(f"{where}: {response.status_code}, expected {expected}: "
                              f"{response.text[:200]}")
+            elif expected == 404:  # invisible must read exactly as nonexistent
+                missing = ask(method, probe, variant, nowhere)
+                if (missing.status_code, missing.json()) != (404, response.json()):
+                    wrong.append(f"{where}: invisible answers unlike nonexistent: "
+                                 f"{response.text[:200]} / {missing.text[:200]}")
             elif probe.listed is not None and expected == 200:
                 found = probe.listed(scene) in response.text
                 if found != (variant in probe.sees):
