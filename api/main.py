@@ -88,7 +88,8 @@ def create_app(settings: Settings | None = None,
     def healthz():
         return {"status": "ok"}
 
-    @app.get("/readyz", tags=["operations"], summary="Readiness: the database answers")
+    @app.get("/readyz", tags=["operations"], summary="Readiness: the database answers",
+             responses={503: {"description": "The database is not reachable"}})
     def readyz():
         try:
             with session_factory() as session:

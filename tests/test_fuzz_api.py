@@ -25,13 +25,12 @@ import schemathesis
 import sqlalchemy as sa
 from hypothesis import HealthCheck, given, settings as hypothesis_settings, strategies as st
 from schemathesis import GenerationMode
-from schemathesis.errors import FailureGroup
 from schemathesis.checks import not_a_server_error
+from schemathesis.errors import FailureGroup
 from schemathesis.python.asgi import ASGIClient
 from schemathesis.specs.openapi.checks import (
     content_type_conformance, response_schema_conformance, status_code_conformance,
 )
-
 from sqlmodel import SQLModel
 
 from tests.scene import Scene, build_scene
