@@ -7,6 +7,7 @@ from collections.abc import Callable
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI, Request, Response
+from fastapi.responses import PlainTextResponse
 from prometheus_client import CONTENT_TYPE_LATEST, Counter, Histogram, generate_latest
 from sqlalchemy import text
 from sqlmodel import Session
@@ -87,7 +88,8 @@ def create_app(settings: Settings | None = None,
     def healthz():
         return {"status": "ok"}
 
-    @app.get("/readyz", tags=["operations"], summary="Readiness: the database answers")
+    @app.get("/readyz", tags=["operations"], summary="Readiness: the database answers",
+             responses={503: {"description": "The database is not reachable"}})
     def readyz():
         try:
             with session_factory() as session:
@@ -96,7 +98,8 @@ def create_app(settings: Settings | None = None,
             return problems.problem_response(503, "The database is not reachable.")
         return {"status": "ready", "policy_version": policy.version}
 
-    @app.get("/metrics", tags=["operations"], summary="Prometheus metrics")
+    @app.get("/metrics", tags=["operations"], summary="Prometheus metrics",
+             response_class=PlainTextResponse)
     def metrics():
         return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
 

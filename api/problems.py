@@ -8,6 +8,7 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from pydantic import BaseModel, ConfigDict
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -26,6 +27,35 @@ TITLES = {
     422: "Invalid request",
     429: "Too many requests",
     500: "Internal error",
+}
+
+
+class FieldProblem(BaseModel):
+    field: str
+    message: str
+
+
+class Problem(BaseModel):
+    """RFC 9457 problem details; some errors add members (`policy_rule`, OAuth's `error`)."""
+
+    model_config = ConfigDict(extra="allow")
+    type: str
+    title: str
+    status: int
+    detail: str
+    errors: list[FieldProblem] | None = None
+
+
+# What any operation may answer, whatever its handler does: the contract's error statuses.
+GENERIC_ERRORS = {
+    400: "Malformed: not JSON, not an object, or text holding NUL characters",
+    401: "No access token, or not a valid one",
+    403: "Authenticated but not allowed, by role or policy (a policy refusal names the rule)",
+    404: "No such object, or not visible to you",
+    409: "The Idempotency-Key was used with a different body, or the object's state forbids it",
+    413: "The request body is larger than the limit",
+    422: "Well-formed but invalid: each bad field is named in `errors`",
+    429: "Too many requests: rate-limited",
 }
 
 
@@ -88,7 +118,59 @@ def _field_name(loc: tuple[Any, ...]) -> str:
     return ".".join(parts) or "body"
 
 
+def _problem_schemas() -> dict[str, Any]:
+    schema = Problem.model_json_schema(ref_template="#/components/schemas/{model}")
+    return {**schema.pop("$defs"), "Problem": schema}
+
+
+def _possible_errors(path: str, operation: dict[str, Any]) -> set[int]:
+    """The generic error statuses an operation can answer, from what it takes."""
+    codes = {400, 413}
+    if operation.get("parameters") or operation.get("requestBody"):
+        codes.add(422)
+    if path.startswith("/v1/"):
+        codes.add(429)
+    if operation.get("security"):
+        codes |= {401, 403}
+    if "{" in path:
+        codes.add(404)
+    if any(p["name"].lower() == "idempotency-key" for p in operation.get("parameters", [])):
+        codes.add(409)
+    return codes
+
+
+def document_problems(openapi: dict[str, Any]) -> dict[str, Any]:
+    """Declare every error an operation can answer as application/problem+json `Problem`,
+    replacing FastAPI's default 422 body, which this service never sends."""
+    problem = {"schema": {"$ref": "#/components/schemas/Problem"}}
+    schemas = openapi.setdefault("components", {}).setdefault("schemas", {})
+    schemas.update(_problem_schemas())
+    for path, operations in openapi["paths"].items():
+        for operation in operations.values():
+            responses = operation["responses"]
+            for code in _possible_errors(path, operation):
+                responses.setdefault(str(code), {"description": GENERIC_ERRORS[code]})
+            for code, response in responses.items():
+                if code[0] not in "45":
+                    continue
+                content = response.get("content", {})
+                response["content"] = {**{media: problem for media in content},
+                                       PROBLEM_JSON: problem}
+    for unused in ("HTTPValidationError", "ValidationError"):
+        schemas.pop(unused, None)
+    return openapi
+
+
 def install(app: FastAPI) -> None:
+    generate_openapi = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            app.openapi_schema = document_problems(generate_openapi())
+        return app.openapi_schema
+
+    app.openapi = openapi
+
     @app.exception_handler(ProblemError)
     async def _problem(_: Request, exc: ProblemError):
         return problem_response(

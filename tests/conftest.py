@@ -130,6 +130,15 @@ def app(settings, connection, session):
 
 
 @pytest.fixture
+def app_session_per_request(app):
+    """The app with its own database session per request, as served, all inside the test's
+    transaction: a request that fails cannot leave the next one a broken session, and a
+    savepoint rolled back under the requests undoes them."""
+    app.dependency_overrides.pop(get_session)
+    return app
+
+
+@pytest.fixture
 async def client(app) -> Iterator[httpx.AsyncClient]:
     transport = httpx.ASGITransport(app=app)
     async with httpx.AsyncClient(transport=transport, base_url="http://flagshare.test") as c:

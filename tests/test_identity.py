@@ -85,6 +85,7 @@ def test_postcodes_are_normalised(postcode, stored):
     ("ethnicity", "X"), ("ethnicity", "White British"), ("ethnicity", "a"), ("ethnicity", "I"),
     ("sex", "M"), ("sex", "boy"),
     ("birth_date", (date.today() + timedelta(days=1)).isoformat()),
+    ("birth_date", "1899-12-31"),
     ("family_name", ""),
 ])
 def test_invalid_demographics_are_named(field, value):
@@ -467,6 +468,8 @@ async def test_relationships_need_a_token(client, world, session):
     ({"nhs_number": NHS[0], "ethnicity": "British"}, "subject.ethnicity"),
     ({"nhs_number": NHS[0], "sex": "F"}, "subject.sex"),
     ({"nhs_number": NHS[0], "birth_date": "2999-01-01"}, "subject.birth_date"),
+    ({"local_id": "CASE-1", "family_name": "Cole", "birth_date": "0215-06-22"},
+     "subject.birth_date"),  # found by the fuzzer: was a 500
     ({"nhs_number": NHS[0], "school": "Oak"}, "subject.school"),
     ({"local_id": "CASE-1"}, "subject"),
     ({"unborn": True, "nhs_number": NHS[0], "mother_nhs_number": NHS[8],

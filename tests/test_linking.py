@@ -87,6 +87,10 @@ def test_birth_dates_and_postcodes():
     variants = matching.birth_date_variants(d)
     assert {d, date(2019, 2, 6), date(2018, 6, 2), date(2019, 6, 3)} <= variants
     assert date(2019, 7, 14) not in variants and len(variants) < 80
+    # Years before 1000 (a search may name one): every date keeps eight digits. Was a 500.
+    early = date(215, 6, 22)
+    assert {date(215, 6, 23), date(1215, 6, 22)} <= matching.birth_date_variants(early)
+    assert matching.birth_date_match(early, date(216, 6, 22)) == "one_digit"
     assert matching.postcode_match("b31 2ab", "B31 2AB") == "exact"
     assert matching.postcode_match("B31 2AB", "B31 4XY") == "same_district"
     assert matching.postcode_match("B31 2AB", "B69 4RD") is None

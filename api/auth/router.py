@@ -37,8 +37,11 @@ def _basic_credentials(request: Request) -> tuple[str, str] | None:
 @router.post(
     "/v1/oauth/token",
     summary="OAuth 2.0 token endpoint (client_credentials for agency systems, password for people)",
-    responses={400: {"description": "invalid_request or unsupported_grant_type"},
-               401: {"description": "invalid_client or invalid_grant"}},
+    # OAuth errors are application/json (RFC 6749) with the problem members too.
+    responses={400: {"description": "invalid_request or unsupported_grant_type",
+                     "content": {"application/json": {}}},
+               401: {"description": "invalid_client or invalid_grant",
+                     "content": {"application/json": {}}}},
 )
 def token(
     request: Request,

@@ -13,7 +13,8 @@ from api.flags.models import Disclosure, Flag
 from api.forwarding import service
 from api.forwarding.models import Delivery, Subscription
 from api.forwarding.schemas import (
-    AckCreate, AckOut, DeliveryStatus, FeedPage, SubscriptionCreate, SubscriptionOut,
+    AckCreate, AckOut, DeliveryStatus, FeedPage, SubscriptionCreate, SubscriptionCreated,
+    SubscriptionOut,
 )
 from api.idempotency.service import IdempotencyDep
 from api.pagination import Page, PageDep, decode_cursor, encode_cursor, page_of
@@ -23,17 +24,16 @@ router = APIRouter(prefix="/v1", tags=["forwarding"])
 MAX_WAIT_SECONDS = 30
 
 
-def _sub_out(sub: Subscription, secret: str | None = None) -> SubscriptionOut:
+def _sub_out(sub: Subscription) -> SubscriptionOut:
     delivery = {"mode": sub.mode}
     if sub.mode == "webhook":
         delivery["url"] = sub.url
     return SubscriptionOut(id=sub.id, agency=sub.agency_id, categories=sub.categories,
                            areas=sub.areas, delivery=delivery, active=sub.active,
-                           disabled_reason=sub.disabled_reason, created_at=sub.created_at,
-                           secret=secret)
+                           disabled_reason=sub.disabled_reason, created_at=sub.created_at)
 
 
-@router.post("/subscriptions", status_code=201, response_model=SubscriptionOut,
+@router.post("/subscriptions", status_code=201, response_model=SubscriptionCreated,
              response_model_exclude_none=True,
              summary="Subscribe to what the policy entitles the agency to (narrows, never widens)")
 def create_subscription(body: SubscriptionCreate, agency: CallingAgency, session: SessionDep,
@@ -43,11 +43,12 @@ def create_subscription(body: SubscriptionCreate, agency: CallingAgency, session
     sub, secret = service.subscribe(session, policy, settings, agency, body)
     audit.record(session, actor=agency.id, actor_agency=agency.id, action="subscription.create",
                  outcome=sub.mode)
-    return idem.commit(201, _sub_out(sub, secret).model_dump(exclude_none=True))
+    created = SubscriptionCreated(**_sub_out(sub).model_dump(), secret=secret)
+    return idem.commit(201, created.model_dump(exclude_none=True))
 
 
 @router.get("/subscriptions", response_model=Page[SubscriptionOut],
-            response_model_exclude_none=True, summary="The calling agency's subscriptions")
+            summary="The calling agency's subscriptions")
 def list_subscriptions(agency: CallingAgency, session: SessionDep, page: PageDep):
     q = select(Subscription).where(Subscription.agency_id == agency.id).order_by(Subscription.id)
     if page.after is not None:

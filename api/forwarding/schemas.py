@@ -49,13 +49,18 @@ class SubscriptionCreate(BaseModel):
 class SubscriptionOut(BaseModel):
     id: str
     agency: str
-    categories: list[str] | None
-    areas: list[str] | None
+    # Absent (not null) when the subscription does not narrow by them: the body omits nulls.
+    categories: list[str] | None = Field(default=None, description="Absent: every category")
+    areas: list[str] | None = Field(default=None, description="Absent: every area")
     delivery: dict[str, Any]
     active: bool
     disabled_reason: str | None = None
     created_at: datetime
-    secret: str | None = Field(default=None, description="Only in the response that created it")
+
+
+class SubscriptionCreated(SubscriptionOut):
+    secret: str | None = Field(default=None, description="Webhook signing secret; only in the "
+                                                         "response that created it")
 
 
 class Event(BaseModel):

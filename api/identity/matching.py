@@ -124,9 +124,14 @@ def birth_date_match(a: date, b: date) -> str:
         return "exact"
     if a.year == b.year and (a.month, a.day) == (b.day, b.month):
         return "day_month_transposed"
-    if OSA.distance(a.strftime("%Y%m%d"), b.strftime("%Y%m%d")) == 1:
+    if OSA.distance(_digits(a), _digits(b)) == 1:
         return "one_digit"
     return "different"
+
+
+def _digits(d: date) -> str:
+    """YYYYMMDD, eight digits for any year (strftime drops the zeros of years before 1000)."""
+    return f"{d.year:04d}{d.month:02d}{d.day:02d}"
 
 
 def birth_date_variants(d: date) -> set[date]:
@@ -136,7 +141,7 @@ def birth_date_variants(d: date) -> set[date]:
         out.add(date(d.year, d.day, d.month))
     except ValueError:
         pass
-    text = d.strftime("%Y%m%d")
+    text = _digits(d)
     edits = {text[:i] + c + text[i + 1:] for i in range(8) for c in "0123456789"}
     edits |= {text[:i] + text[i + 1] + text[i] + text[i + 2:] for i in range(7)}
     for edit in edits:

@@ -41,9 +41,14 @@ def _postcode(value: str) -> str:
     return f"{cleaned[:-3]} {cleaned[-3:]}"
 
 
-def _past(value: date) -> date:
+EARLIEST_BIRTH_DATE = date(1900, 1, 1)
+
+
+def _birth_date(value: date) -> date:
     if value > date.today():
         raise ValueError("must not be in the future")
+    if value < EARLIEST_BIRTH_DATE:
+        raise ValueError(f"must not be before {EARLIEST_BIRTH_DATE.isoformat()}")
     return value
 
 
@@ -51,7 +56,7 @@ NhsNumberDigits = Annotated[str, AfterValidator(_nhs)]  # also for query paramet
 NhsNumber = Annotated[NhsNumberDigits, Field(description="10 digits, Modulus 11")]
 Postcode = Annotated[str, AfterValidator(_postcode)]
 Name = Annotated[str, Field(min_length=1, max_length=100)]
-PastDate = Annotated[date, AfterValidator(_past)]
+BirthDate = Annotated[date, AfterValidator(_birth_date)]
 
 
 class Subject(BaseModel):
@@ -64,7 +69,7 @@ class Subject(BaseModel):
     local_id: str | None = Field(default=None, min_length=1, max_length=64)
     given_name: Name | None = None
     family_name: Name | None = None
-    birth_date: PastDate | None = None
+    birth_date: BirthDate | None = None
     sex: Literal["male", "female", "other", "unknown"] | None = None
     postcode: Postcode | None = None
     ethnicity: Literal[ETHNIC_CATEGORIES] | None = Field(  # type: ignore[valid-type]
@@ -110,7 +115,7 @@ class RelatedPerson(BaseModel):
     nhs_number: NhsNumber | None = None
     given_name: Name | None = None
     family_name: Name | None = None
-    birth_date: PastDate | None = None
+    birth_date: BirthDate | None = None
     relationship: str | None = Field(default=None, max_length=100,
                                      description="e.g. mother, father, mother's new partner")
 

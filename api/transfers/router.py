@@ -101,6 +101,7 @@ def list_moves(
 
 
 @router.post("/suspected-moves/{move_id}/dismiss", response_model=SuspectedMoveOut,
+             responses={409: {"description": "Already dismissed or resolved"}},
              summary="Dismiss a suspected move with a reason")
 def dismiss_move(
     move_id: str,
