@@ -38,20 +38,24 @@ def _basic_credentials(request: Request) -> tuple[str, str] | None:
     "/v1/oauth/token",
     summary="OAuth 2.0 token endpoint (client_credentials for agency systems, password for people)",
     responses={400: {"description": "invalid_request or unsupported_grant_type"},
-               401: {"description": "invalid_client or invalid_grant"}},
+               401: {"description": "invalid_client or invalid_grant"},
+               429: {"description": "too many failed attempts for this account or address"}},
 )
 def token(
     request: Request,
     session: SessionDep,
     settings: SettingsDep,
-    grant_type: Annotated[str | None, Form()] = None,
-    client_id: Annotated[str | None, Form()] = None,
-    client_secret: Annotated[str | None, Form()] = None,
-    username: Annotated[str | None, Form()] = None,
-    password: Annotated[str | None, Form()] = None,
-    scope: Annotated[str | None, Form()] = None,
+    grant_type: Annotated[str | None, Form(max_length=64)] = None,
+    client_id: Annotated[str | None, Form(max_length=200)] = None,
+    client_secret: Annotated[str | None, Form(max_length=500)] = None,
+    username: Annotated[str | None, Form(max_length=200)] = None,
+    password: Annotated[str | None, Form(max_length=1000)] = None,
+    scope: Annotated[str | None, Form(max_length=1000)] = None,
 ):
     keyring = request.app.state.keyring
+    limits = request.app.state.rate_limits
+    address = request.client.host if request.client else None
+    account = None
     try:
         if grant_type == "client_credentials":
             basic = _basic_credentials(request)
@@ -60,10 +64,14 @@ def token(
             if not client_id or not client_secret:
                 return _oauth_error(400, "invalid_request",
                                     "client_id and client_secret are required.")
+            account = client_id
+            limits.admit_credential_attempt(account, address)
             body = service.client_credentials(session, keyring, settings, client_id, client_secret)
         elif grant_type == "password":
             if not username or not password:
                 return _oauth_error(400, "invalid_request", "username and password are required.")
+            account = username
+            limits.admit_credential_attempt(account, address)
             body = service.password(session, keyring, settings, username, password)
         elif not grant_type:
             return _oauth_error(400, "invalid_request", "grant_type is required.")
@@ -71,6 +79,7 @@ def token(
             return _oauth_error(400, "unsupported_grant_type",
                                 "grant_type must be client_credentials or password.")
     except service.OAuthError as exc:
+        limits.note_failed_attempt(account, address)
         return _oauth_error(exc.status, exc.error, exc.description)
     return JSONResponse(body, headers={"Cache-Control": "no-store", "Pragma": "no-cache"})
 
