@@ -45,12 +45,12 @@ def token(
     request: Request,
     session: SessionDep,
     settings: SettingsDep,
-    grant_type: Annotated[str | None, Form(max_length=64)] = None,
-    client_id: Annotated[str | None, Form(max_length=200)] = None,
-    client_secret: Annotated[str | None, Form(max_length=500)] = None,
-    username: Annotated[str | None, Form(max_length=200)] = None,
-    password: Annotated[str | None, Form(max_length=1000)] = None,
-    scope: Annotated[str | None, Form(max_length=1000)] = None,
+    grant_type: Annotated[str | None, Form()] = None,
+    client_id: Annotated[str | None, Form()] = None,
+    client_secret: Annotated[str | None, Form()] = None,
+    username: Annotated[str | None, Form()] = None,
+    password: Annotated[str | None, Form()] = None,
+    scope: Annotated[str | None, Form()] = None,
 ):
     keyring = request.app.state.keyring
     limits = request.app.state.rate_limits
