@@ -5,7 +5,8 @@ Every line has `time, level, logger, message, request_id, principal, path, statu
 fields come from `RequestContext`, which also writes the access log itself (`flagshare.access`)
 instead of uvicorn's: uvicorn's access line includes the query string, and queries such as
 `/v1/children?nhs_number=` carry personal data. Bodies, summaries, names and query strings are
-never logged; a path holds only opaque ids.
+never logged; a path holds only opaque ids. In JSON an exception is logged as its type and
+stack without its message.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import logging
 import re
 import sys
 import time
+import traceback
 import uuid
 from contextvars import ContextVar
 from datetime import UTC, datetime
@@ -39,11 +41,6 @@ def note_principal(name: str) -> None:
     context = _request.get()
     if context is not None:
         context["principal"] = name
-
-
-def current_request_id() -> str | None:
-    context = _request.get()
-    return context["request_id"] if context else None
 
 
 class _ContextFilter(logging.Filter):
@@ -71,8 +68,16 @@ class JsonFormatter(logging.Formatter):
             if name not in _RECORD_ATTRIBUTES and name not in line:
                 line[name] = value
         if record.exc_info:
-            line["exception"] = self.formatException(record.exc_info)
+            line["exception"] = _where_it_failed(record.exc_info)
         return json.dumps(line, default=str, ensure_ascii=False)
+
+
+def _where_it_failed(exc_info) -> str:
+    """An exception's type and stack (files, lines, code) without its message, which may
+    quote whatever value was being handled: a name, a summary, an NHS number."""
+    exc_type, _exc, tb = exc_info
+    stack = "".join(traceback.format_list(traceback.extract_tb(tb)))
+    return f"{exc_type.__module__}.{exc_type.__qualname__} (message withheld)\n{stack}"
 
 
 TEXT_FORMAT = ("%(asctime)s %(levelname)s %(name)s [%(request_id)s %(principal)s] "

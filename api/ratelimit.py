@@ -20,7 +20,7 @@ from collections.abc import Callable
 from api.problems import ProblemError
 from api.settings import Settings
 
-# Beyond this many tracked keys, buckets that have refilled completely are forgotten.
+# Beyond this many tracked keys, buckets are forgotten (see TokenBuckets._forget_full).
 MAX_TRACKED_KEYS = 10_000
 
 
@@ -56,9 +56,13 @@ class TokenBuckets:
             return 0.0
 
     def _forget_full(self, now: float) -> None:
-        full = [k for k in self._buckets if self._level(k, now) >= self.burst]
-        for k in full:
-            del self._buckets[k]
+        """Bound memory when many keys (say, sprayed account names) are tracked: drop the
+        buckets that have refilled, and if that is not enough the oldest tenth."""
+        for key in [k for k in self._buckets if self._level(k, now) >= self.burst]:
+            del self._buckets[key]
+        if len(self._buckets) >= MAX_TRACKED_KEYS:
+            for key in list(self._buckets)[:MAX_TRACKED_KEYS // 10]:
+                del self._buckets[key]
 
 
 def too_many(wait: float, what: str) -> ProblemError:

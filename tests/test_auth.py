@@ -27,6 +27,7 @@ from jose import jwt as jose_jwt
 from sqlmodel import Session, func, select
 
 from api.agencies.models import Agency
+from api.audit import checkpoints
 from api.audit.models import AuditEvent
 from api.audit.verify import Checkpoint, check_signature, keys_from_jwks
 from api.auth.jwt import new_rsa_key
@@ -913,3 +914,19 @@ def test_keys_rotate_command_against_a_running_server(database_url, tmp_path):
             keys = http.get("/v1/audit/keys", headers={
                 "Authorization": f"Bearer {auditor.json()['access_token']}"}).json()
             assert {old_kid, new_kid} <= {k["kid"] for k in keys["keys"]}
+
+
+async def test_the_checkpoint_writer_signs_with_a_key_rotated_elsewhere(
+        client, world, settings, connection, monkeypatch):
+    monkeypatch.setattr(checkpoints, "EVERY", timedelta(0))  # due whenever there is news
+    writer = checkpoints.Checkpointer(
+        _factory(connection), KeyRing(settings, _factory(connection), reload_seconds=0),
+        check_seconds=0)
+    token_request = {"grant_type": "client_credentials", "client_id": "GP-A",
+                     "client_secret": SECRET}
+    assert (await client.post(TOKEN, data=token_request)).status_code == 200  # an event
+    before = writer.run_once()
+    new = KeyRing(settings, _factory(connection)).rotate()
+    assert (await client.post(TOKEN, data=token_request)).status_code == 200
+    after = writer.run_once()
+    assert before.kid != new.kid and after.kid == new.kid

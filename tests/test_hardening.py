@@ -14,7 +14,8 @@ from fastapi import APIRouter
 from sqlalchemy import text
 
 from api.auth import passwords
-from api.ratelimit import RateLimits
+from api.logs import JsonFormatter
+from api.ratelimit import MAX_TRACKED_KEYS, RateLimits
 from api.settings import Settings
 from tests.conftest import GENEROUS_RATE_LIMITS
 from tests.factories import NHS, PASSWORD, SECRET, flag_body
@@ -72,6 +73,17 @@ async def test_a_client_over_its_burst_gets_429_with_retry_after_and_others_do_n
     assert (await client.get("/v1/subscriptions", headers=police)).status_code == 429
 
 
+def test_buckets_for_many_keys_are_forgotten_before_memory_grows(settings, clock):
+    buckets = RateLimits(settings.model_copy(update={"credential_attempts_burst": 3}),
+                         clock).credential_failures
+    for n in range(MAX_TRACKED_KEYS * 2):  # sprayed account names, each failing once
+        buckets.take(f"account:sprayed-{n}")
+    assert len(buckets._buckets) <= MAX_TRACKED_KEYS
+    for _ in range(3):
+        buckets.take("account:hammered")
+    assert buckets.wait_seconds("account:hammered") > 0  # the newest keys are kept
+
+
 async def test_health_metrics_and_jwks_are_never_rate_limited(client, app, settings, clock):
     app.state.rate_limits = RateLimits(
         settings.model_copy(update={"rate_limit_per_minute": 1, "rate_limit_burst": 1}), clock)
@@ -126,8 +138,8 @@ async def test_console_sign_in_is_paused_after_wrong_passwords(client, world, de
         assert r.status_code == 401
     r = await client.post("/console/login", data={
         "username": "auditor", "password": PASSWORD, "csrf_token": csrf(r)})
-    assert r.status_code == 429
-    assert "try again in" in r.text
+    assert r.status_code == 429 and r.headers["retry-after"] == "2"
+    assert "try again in 2 s" in r.text
 
 
 # --- security headers -----------------------------------------------------------------------
@@ -292,6 +304,9 @@ async def test_unknown_accounts_cost_the_same_argon2_verification(client, world,
 
 # --- opaque 500s -------------------------------------------------------------------------------
 
+# What a defect's exception might say; the log's stack shows the code line, not this.
+LEAKY_MESSAGE = "Amelia's summary leaked via api/flags/service.py"
+BAD_SQL = text("SELECT no_such_column FROM flag_version WHERE summary = :summary")
 LEAKS = ("Traceback", "RuntimeError", "OperationalError", "ProgrammingError", "SELECT",
          "flag_version", "no_such_column", "Amelia", "api/", ".py")
 
@@ -303,11 +318,11 @@ def failing_routes(app, session):
 
     @router.get("/v1/test-only/raises")
     def raises():
-        raise RuntimeError("Amelia's summary leaked via api/flags/service.py")
+        raise RuntimeError(LEAKY_MESSAGE)
 
     @router.get("/v1/test-only/bad-sql")
     def bad_sql():
-        session.exec(text("SELECT no_such_column FROM flag_version WHERE summary = 'Amelia'"))
+        session.exec(BAD_SQL, params={"summary": LEAKY_MESSAGE})
 
     app.include_router(router)
 
@@ -328,6 +343,11 @@ async def test_an_unexpected_error_is_an_opaque_problem_with_a_logged_incident_i
     assert r.headers["x-request-id"] == "req-test-500-0001"
     [record] = [rec for rec in caplog.records if getattr(rec, "incident", None)]
     assert record.incident == body["incident"] and record.exc_info is not None
+    logged = json.loads(JsonFormatter().format(record))
+    assert logged["incident"] == body["incident"]
+    assert "(message withheld)" in logged["exception"] and path.rsplit("/", 1)[1].replace(
+        "-", "_") in logged["exception"]  # the failing function's frame is there
+    assert "Amelia" not in json.dumps(logged)
 
 
 # --- structured logs without flag content ----------------------------------------------------

@@ -65,8 +65,10 @@ def login(request: Request, session: SessionDep,
         limits.admit_credential_attempt(name, address)
     except ProblemError as exc:
         errors.add("username", f"{exc.detail} Sign-in is paused after several wrong passwords")
-        return _login_page(request, status=429, errors=errors, username=username,
-                           next_url=_safe_next(next))
+        response = _login_page(request, status=429, errors=errors, username=username,
+                               next_url=_safe_next(next))
+        response.headers.update(exc.headers)
+        return response
     try:
         user, agency = authenticate_person(session, name, password, outcome="console session")
     except OAuthError:
