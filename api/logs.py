@@ -96,6 +96,8 @@ def configure(log_format: str) -> None:
     for name in ("uvicorn", "uvicorn.error", "uvicorn.access"):
         logging.getLogger(name).handlers[:] = []
         logging.getLogger(name).propagate = True
+    # httpx logs every outbound URL at INFO; a webhook URL may carry the receiver's token.
+    logging.getLogger("httpx").setLevel(logging.WARNING)
 
 
 class RequestContext:
