@@ -24,10 +24,6 @@ from tests.processes import running_server
 PROBLEM_JSON = "application/problem+json"
 
 
-def bearer(world, who: str) -> dict[str, str]:
-    return {"Authorization": f"Bearer {world.token(who)}"}
-
-
 class ManualClock:
     """Monotonic time that moves only when the test says, so refills are exact."""
 
@@ -57,7 +53,7 @@ def default_limits(app, settings, clock) -> Settings:
 async def test_a_client_over_its_burst_gets_429_with_retry_after_and_others_do_not(
         client, world, default_limits, clock):
     assert (default_limits.rate_limit_per_minute, default_limits.rate_limit_burst) == (600, 120)
-    police = bearer(world, "POLICE-A")
+    police = world.auth("POLICE-A")
     for _ in range(default_limits.rate_limit_burst):
         assert (await client.get("/v1/subscriptions", headers=police)).status_code == 200
     r = await client.get("/v1/subscriptions", headers=police)
@@ -66,8 +62,8 @@ async def test_a_client_over_its_burst_gets_429_with_retry_after_and_others_do_n
     assert r.json()["status"] == 429 and r.json()["title"] == "Too many requests"
     assert r.headers["retry-after"] == "1"  # 600 a minute: the next token in 0.1 s, said as 1 s
     # another agency, and a person, have buckets of their own
-    assert (await client.get("/v1/subscriptions", headers=bearer(world, "GP-A"))).status_code == 200
-    assert (await client.get("/v1/agencies", headers=bearer(world, "admin"))).status_code == 200
+    assert (await client.get("/v1/subscriptions", headers=world.auth("GP-A"))).status_code == 200
+    assert (await client.get("/v1/agencies", headers=world.auth("admin"))).status_code == 200
     clock.now += 0.1  # one token refilled: one request, then refused again
     assert (await client.get("/v1/subscriptions", headers=police)).status_code == 200
     assert (await client.get("/v1/subscriptions", headers=police)).status_code == 429
@@ -156,10 +152,10 @@ def assert_common_headers(r: httpx.Response) -> None:
 
 async def test_api_responses_carry_security_headers_and_are_never_cached(client, world):
     responses = [
-        await client.get("/v1/subscriptions", headers=bearer(world, "POLICE-A")),
-        await client.post("/v1/flags", json=flag_body(), headers=bearer(world, "POLICE-A")),
+        await client.get("/v1/subscriptions", headers=world.auth("POLICE-A")),
+        await client.post("/v1/flags", json=flag_body(), headers=world.auth("POLICE-A")),
         await client.get("/v1/subscriptions"),  # 401
-        await client.get("/v1/flags/no-such-flag", headers=bearer(world, "POLICE-A")),  # 404
+        await client.get("/v1/flags/no-such-flag", headers=world.auth("POLICE-A")),  # 404
     ]
     assert [r.status_code for r in responses] == [200, 201, 401, 404]
     for r in responses:
@@ -259,13 +255,13 @@ async def test_every_request_body_and_query_string_field_is_bounded(client):
     ({"delivery": {"mode": "feed"}, "areas": ["E08000025"] * 201}, "areas"),
 ])
 async def test_overlong_subscription_fields_are_422_naming_the_field(client, world, body, field):
-    r = await client.post("/v1/subscriptions", json=body, headers=bearer(world, "SCHOOL-A"))
+    r = await client.post("/v1/subscriptions", json=body, headers=world.auth("SCHOOL-A"))
     assert r.status_code == 422
     assert field in [e["field"] for e in r.json()["errors"]]
 
 
 async def test_overlong_nhs_number_is_422_naming_the_field(client, world):
-    r = await client.post("/v1/flags", headers=bearer(world, "POLICE-A"),
+    r = await client.post("/v1/flags", headers=world.auth("POLICE-A"),
                           json=flag_body(subject={"nhs_number": "9" * 5000}))
     assert r.status_code == 422
     assert [e["field"] for e in r.json()["errors"]] == ["subject.nhs_number"]
