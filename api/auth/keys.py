@@ -20,9 +20,8 @@ from api.settings import Settings
 
 log = logging.getLogger("flagshare.keys")
 JWKS_REFRESH_SECONDS = 300
-
-
-# Tokens are accepted this long after their `exp` by clocks running a little behind ours.
+# Margin for verifiers whose clocks run behind ours: they may take a token as unexpired this
+# long after its `exp`, so its key must stay published that much longer.
 CLOCK_SKEW_SECONDS = 60
 # How often each process re-reads the signing keys, so a rotation elsewhere reaches it.
 KEY_RELOAD_SECONDS = 30
