@@ -1,14 +1,17 @@
-"""The `flagshare` command: serve, worker, db upgrade, users add, agencies add, audit verify."""
+"""The `flagshare` command: serve, worker, db upgrade, users add, agencies add, keys rotate,
+audit verify."""
 
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import sys
 
 from pydantic import ValidationError
 from sqlmodel import Session, select
 
+from api.logs import configure as configure_logging
 from api.policy.loader import PolicyError, load_policy
 from api.settings import Settings
 
@@ -42,6 +45,7 @@ def _serve(args, settings: Settings, policy) -> int:
     from api.main import create_app
     from api.migrate import upgrade
 
+    configure_logging(settings.effective_log_format)
     upgrade(settings.database_url)
     app = create_app(settings)
     if args.demo:
@@ -50,7 +54,10 @@ def _serve(args, settings: Settings, policy) -> int:
         app.state.keyring.ensure_signing_key()
         with _session(settings) as session:
             print(load_demo(session, policy, base_url=f"http://{args.host}:{args.port}"))
-    uvicorn.run(app, host=args.host, port=args.port, log_level="info", access_log=False)
+    # uvicorn's own logging set-up would replace ours; its access log would print query
+    # strings (personal data): api.logs writes the access log instead.
+    uvicorn.run(app, host=args.host, port=args.port, log_level="info", access_log=False,
+                log_config=None)
     return 0
 
 
@@ -62,13 +69,14 @@ def _worker(args, settings: Settings, policy) -> int:
     from api.forwarding.worker import DeliveryWorker
     from api.migrate import upgrade
 
+    configure_logging(settings.effective_log_format)
     upgrade(settings.database_url)
     engine = make_engine(settings.database_url)
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
-    print("flagshare worker: delivering webhooks, chasing acknowledgements, sweeping "
-          "transfer deadlines", flush=True)
+    logging.getLogger("flagshare.worker").info(
+        "delivering webhooks, chasing acknowledgements, sweeping transfer deadlines")
     DeliveryWorker(lambda: Session(engine, expire_on_commit=False), settings,
                    policy=policy).run(stop)
     return 0
@@ -126,6 +134,23 @@ def _agencies_add(args, settings: Settings, policy) -> int:
         session.commit()
     print(f"registered {agency.id} ({agency.kind}, {agency.area})")
     print(f"client_secret: {secret}")
+    return 0
+
+
+def _keys_rotate(args, settings: Settings, policy) -> int:
+    """A new token signing key; the old one is published until its tokens have expired."""
+    from api.auth.keys import KeyRing
+    from api.db import make_engine
+    from api.migrate import upgrade
+
+    upgrade(settings.database_url)
+    engine = make_engine(settings.database_url)
+    keyring = KeyRing(settings, lambda: Session(engine, expire_on_commit=False))
+    key = keyring.rotate()
+    print(f"signing with new key {key.kid}; running processes switch within "
+          f"{keyring.reload_seconds:.0f} s")
+    print(f"retired keys stay in /.well-known/jwks.json for "
+          f"{keyring.publication_horizon.total_seconds():.0f} s, and in /v1/audit/keys for good")
     return 0
 
 
@@ -205,6 +230,11 @@ def _parser() -> argparse.ArgumentParser:
     for name in ("id", "name", "kind", "area"):
         add_agency.add_argument(f"--{name}", required=True)
     add_agency.set_defaults(handler=_agencies_add)
+
+    keys = sub.add_parser("keys", help="token signing keys").add_subparsers(
+        required=True, metavar="ACTION")
+    keys.add_parser("rotate", help="sign with a new key from now on").set_defaults(
+        handler=_keys_rotate)
 
     audit = sub.add_parser("audit", help="the sharing log").add_subparsers(
         required=True, metavar="ACTION")

@@ -16,13 +16,17 @@ from api.settings import get_settings
 
 
 def make_engine(url: str) -> Engine:
+    # hide_parameters: a database error's text (logged) never carries the values of a query,
+    # which may be a child's details or a flag's content.
     if url.startswith("sqlite"):
         engine = create_engine(
-            url, connect_args={"check_same_thread": False, "timeout": 30}, pool_pre_ping=True
+            url, connect_args={"check_same_thread": False, "timeout": 30}, pool_pre_ping=True,
+            hide_parameters=True,
         )
         _serialise_sqlite_writes(engine)
         return engine
-    return create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=10)
+    return create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=10,
+                         hide_parameters=True)
 
 
 def _serialise_sqlite_writes(engine: Engine) -> None:

@@ -1,7 +1,9 @@
-"""The FastAPI application: routers per domain, problem errors, limits, health and metrics."""
+"""The FastAPI application: routers per domain, problem errors, limits, security headers,
+request logging, health and metrics."""
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Callable
 from contextlib import asynccontextmanager
@@ -26,8 +28,11 @@ from api.forwarding.router import router as forwarding_router
 from api.forwarding.worker import start_in_process
 from api.households.router import router as households_router
 from api.identity.router import router as identity_router
+from api.logs import RequestContext
 from api.policy.loader import load_policy
+from api.ratelimit import RateLimits
 from api.reports.router import router as reports_router
+from api.security_headers import SecurityHeaders
 from api.settings import Settings, get_settings
 from api.transfers.router import router as transfers_router
 
@@ -45,10 +50,14 @@ def create_app(settings: Settings | None = None,
     @asynccontextmanager
     async def lifespan(app: FastAPI):
         keyring.ensure_signing_key()
+        stop_reloading = threading.Event()
+        threading.Thread(target=keyring.keep_fresh, args=(stop_reloading,), daemon=True,
+                         name="flagshare-keys").start()
         stop = None
         if settings.embedded_worker:
             _thread, stop = start_in_process(session_factory, settings, policy)
         yield
+        stop_reloading.set()
         if stop is not None:
             stop.set()
 
@@ -61,6 +70,7 @@ def create_app(settings: Settings | None = None,
     app.state.settings = settings
     app.state.policy = policy
     app.state.keyring = keyring
+    app.state.rate_limits = RateLimits(settings)
     app.state.session_factory = session_factory
     app.state.clock = utcnow
     problems.install(app)
@@ -81,8 +91,12 @@ def create_app(settings: Settings | None = None,
         REQUESTS.labels(request.method, path, str(response.status_code)).inc()
         return response
 
+    # Outermost last: each request gets its id and log context first, then its headers.
     app.add_middleware(AdmissionLimit, limit=settings.max_concurrent_requests)
     app.add_middleware(problems.RequestGuard, max_bytes=settings.max_body_bytes)
+    app.add_middleware(problems.InternalErrors)
+    app.add_middleware(SecurityHeaders, strict_transport=not settings.is_development)
+    app.add_middleware(RequestContext)
 
     @app.get("/healthz", tags=["operations"], summary="Liveness")
     def healthz():

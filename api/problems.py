@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import uuid
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -198,10 +199,43 @@ def install(app: FastAPI) -> None:
         detail = exc.detail if isinstance(exc.detail, str) else TITLES.get(exc.status_code, "")
         return problem_response(exc.status_code, detail, headers=getattr(exc, "headers", None))
 
-    @app.exception_handler(Exception)
-    async def _unexpected(request: Request, exc: Exception):
-        log.exception("unhandled error on %s %s", request.method, request.url.path)
-        return problem_response(500, "An internal error occurred; it has been logged.")
+
+
+class InternalErrors:
+    """Any exception a handler did not turn into a problem becomes a 500 whose body says
+    nothing about it (no traceback, SQL or message, which could hold a caller's data): only an
+    opaque incident id, logged with the traceback so an operator can find it.
+
+    A middleware rather than an exception handler, so it runs inside the request's logging
+    context and the security headers middleware, which Starlette's outermost error handler
+    does not."""
+
+    def __init__(self, app: ASGIApp):
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = False
+
+        async def watch_start(message: Message) -> None:
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, receive, watch_start)
+        except Exception:
+            incident = uuid.uuid4().hex
+            log.exception("unhandled error on %s %s (incident %s)", scope.get("method"),
+                          scope.get("path"), incident, extra={"incident": incident})
+            if started:  # too late for an error response: the connection is cut short
+                raise
+            response = problem_response(
+                500, f"An internal error occurred; it has been logged as incident {incident}.",
+                extra={"incident": incident})
+            await response(scope, receive, send)
 
 
 NUL_DETAIL = "Text must not contain NUL (U+0000) characters."

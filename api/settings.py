@@ -56,6 +56,14 @@ class Settings(BaseSettings):
     console_idle_minutes: int = Field(default=15, ge=1, le=480)
     # JSON list of {"issuer", "jwks_url" | "jwks_file"}.
     trusted_issuers: list[TrustedIssuer] = []
+    # Per-client token buckets (per process): API requests per authenticated principal.
+    rate_limit_per_minute: int = Field(default=600, ge=1, le=1_000_000)
+    rate_limit_burst: int = Field(default=120, ge=1, le=1_000_000)
+    # Credential attempts (token endpoint, console sign-in) per account name and per client IP.
+    credential_attempts_per_minute: int = Field(default=30, ge=1, le=1_000_000)
+    credential_attempts_burst: int = Field(default=10, ge=1, le=1_000_000)
+    # Log lines as JSON objects (for a log shipper) or as text; default json outside development.
+    log_format: Literal["json", "text"] | None = None
 
     @field_validator("database_url")
     @classmethod
@@ -107,6 +115,10 @@ class Settings(BaseSettings):
     @property
     def is_development(self) -> bool:
         return self.environment == "development"
+
+    @property
+    def effective_log_format(self) -> str:
+        return self.log_format or ("text" if self.is_development else "json")
 
 
 @lru_cache

@@ -25,6 +25,9 @@ from api.migrate import upgrade
 from api.settings import REPO_ROOT, Settings
 from tests.factories import World, build_world
 
+GENEROUS_RATE_LIMITS = {"rate_limit_per_minute": 1_000_000, "rate_limit_burst": 1_000_000,
+                        "credential_attempts_per_minute": 1_000_000,
+                        "credential_attempts_burst": 1_000_000}
 PG_ADMIN_URL = os.environ.get(
     "FLAGSHARE_TEST_PG", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
 )
@@ -87,8 +90,11 @@ def engine(database_url):
 
 @pytest.fixture(scope="session")
 def settings(database_url) -> Settings:
+    # Rate limits out of the way of tests that make many requests; tests/test_hardening.py
+    # checks the real defaults.
     return Settings(database_url=database_url, environment="development",
-                    policy_dir=REPO_ROOT / "policies", issuer="https://flagshare.test")
+                    policy_dir=REPO_ROOT / "policies", issuer="https://flagshare.test",
+                    **GENEROUS_RATE_LIMITS)
 
 
 @pytest.fixture(scope="session")

@@ -19,6 +19,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from tests.conftest import GENEROUS_RATE_LIMITS
 from tests.factories import NHS, relationship_body
 
 FLAGSHARE = str(Path(sys.executable).parent / "flagshare")
@@ -67,7 +68,11 @@ class Server:
 @contextmanager
 def running_server(database_url: str, tmp: Path, **env_extra: str):
     env = {**os.environ, "FLAGSHARE_DATABASE_URL": database_url,
-           "FLAGSHARE_ENVIRONMENT": "development", **env_extra}
+           "FLAGSHARE_ENVIRONMENT": "development",
+           # load and fault tests drive thousands of requests from one client
+           **{f"FLAGSHARE_{name.upper()}": str(value)
+              for name, value in GENEROUS_RATE_LIMITS.items()},
+           **env_extra}
     port = free_port()
     log_path = tmp / "server.log"
     with open(log_path, "w") as log:

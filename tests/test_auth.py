@@ -12,9 +12,11 @@ import functools
 import hashlib
 import hmac
 import json
+import re
 import time
 import uuid
 from collections.abc import Callable
+from datetime import timedelta
 from types import SimpleNamespace
 
 import httpx
@@ -25,15 +27,18 @@ from jose import jwt as jose_jwt
 from sqlmodel import Session, func, select
 
 from api.agencies.models import Agency
+from api.audit import checkpoints
 from api.audit.models import AuditEvent
+from api.audit.verify import Checkpoint, check_signature, keys_from_jwks
 from api.auth.jwt import new_rsa_key
 from api.auth.keys import KeyRing
 from api.auth.models import SigningKey, User
 from api.auth.passwords import hash_secret, new_client_secret, verify_secret
-from api.db import get_session
+from api.db import get_session, utcnow
 from api.main import create_app
 from api.settings import TrustedIssuer
 from tests.factories import AGENCIES, BIRMINGHAM, PASSWORD, SECRET, SANDWELL
+from tests.processes import run_cli, running_server
 
 TOKEN = "/v1/oauth/token"
 PROTECTED = "/v1/agencies"
@@ -795,3 +800,134 @@ async def test_nul_in_credentials_is_an_invalid_request(client, world, session, 
     r = await client.post(TOKEN, data=form)
     assert r.status_code == 400 and r.json()["error"] == "invalid_request"
     assert "access_token" not in r.json()
+
+
+# --- signing key rotation --------------------------------------------------------------------
+
+def _retire_long_ago(session, keyring: KeyRing, kid: str, margin: timedelta) -> None:
+    """Move a retired key's retirement `margin` past (or, negative, short of) the horizon after
+    which its tokens must all have expired, as if that much time had gone by."""
+    row = session.get(SigningKey, kid)
+    session.refresh(row)
+    assert row.retired_at is not None
+    row.retired_at = utcnow() - keyring.publication_horizon - margin
+    session.add(row)
+    session.commit()
+    keyring.reload()
+
+
+async def test_rotation_signs_new_tokens_with_a_new_key_and_old_tokens_still_work(
+        client, app, world, session, settings):
+    before = world.token("GP-A")
+    old_kid = header_of(before)["kid"]
+    new = app.state.keyring.rotate()
+    after = world.token("GP-A")
+    assert header_of(after)["kid"] == new.kid != old_kid
+    for token in (before, after):
+        assert (await client.get(PROTECTED, headers=bearer(token))).status_code == 200
+    jwks = (await client.get("/.well-known/jwks.json")).json()
+    assert {old_kid, new.kid} <= {k["kid"] for k in jwks["keys"]}
+    stock_verify(before, jwks, issuer=settings.issuer)  # outside verifiers still accept it
+    retired = session.get(SigningKey, old_kid)
+    session.refresh(retired)
+    assert retired.retired_at is not None and retired.private_pem == ""  # signs nothing more
+
+
+async def test_a_retired_key_is_dropped_once_every_token_it_signed_has_expired(
+        client, app, world, session):
+    keyring = app.state.keyring
+    # the horizon covers the longest-lived thing the key signs: a console session here
+    assert keyring.publication_horizon >= timedelta(
+        seconds=max(app.state.settings.token_ttl_seconds,
+                    app.state.settings.console_idle_minutes * 60) + 60)
+    before = world.token("GP-A")
+    old_kid = header_of(before)["kid"]
+    keyring.rotate()
+
+    _retire_long_ago(session, keyring, old_kid, -timedelta(seconds=5))  # not quite yet
+    published = (await client.get("/.well-known/jwks.json")).json()["keys"]
+    assert old_kid in {k["kid"] for k in published}
+    assert (await client.get(PROTECTED, headers=bearer(before))).status_code == 200
+
+    _retire_long_ago(session, keyring, old_kid, timedelta(seconds=1))
+    jwks = (await client.get("/.well-known/jwks.json")).json()
+    assert old_kid not in {k["kid"] for k in jwks["keys"]} and jwks["keys"]
+    body = problem(await client.get(PROTECTED, headers=bearer(before)), 401)
+    assert "unknown signing key" in body["detail"]
+    assert (await client.get(PROTECTED, headers=world.auth("GP-A"))).status_code == 200
+
+
+async def test_another_process_accepts_and_then_signs_with_the_rotated_key(
+        client, app, world, settings, connection):
+    """The app is one process; a second KeyRing over the same database rotates, as
+    `flagshare keys rotate` or another API process would."""
+    app.state.keyring.reload_seconds = 0.2
+    old_kid = header_of(world.token("GP-A"))["kid"]
+    elsewhere = KeyRing(settings, _factory(connection))
+    new = elsewhere.rotate()
+    time.sleep(1.1)  # past the throttles on re-reading keys
+    signed_elsewhere = elsewhere.sign(base_claims(world))
+    assert header_of(signed_elsewhere)["kid"] == new.kid
+    # a token naming a key this process has not read yet makes it read the keys again
+    assert (await client.get(PROTECTED, headers=bearer(signed_elsewhere))).status_code == 200
+    app.state.keyring.reload_if_stale()
+    assert header_of(world.token("GP-A"))["kid"] == new.kid != old_kid
+
+
+async def test_checkpoints_signed_with_a_retired_key_stay_verifiable(client, app, world,
+                                                                     session):
+    keyring = app.state.keyring
+    r = await client.post(TOKEN, data={"grant_type": "client_credentials", "client_id": "GP-A",
+                                       "client_secret": SECRET})  # an event to sign
+    assert r.status_code == 200
+    r = await client.post("/v1/audit/checkpoints", headers=world.auth("auditor"))
+    assert r.status_code == 201, r.text
+    checkpoint = Checkpoint.parse(r.json())
+    keyring.rotate()
+    _retire_long_ago(session, keyring, checkpoint.kid, timedelta(seconds=1))
+
+    jwks = (await client.get("/.well-known/jwks.json")).json()
+    assert "unknown signing key" in check_signature(checkpoint, keys_from_jwks(jwks))
+    every_key = (await client.get("/v1/audit/keys", headers=world.auth("auditor"))).json()
+    assert check_signature(checkpoint, keys_from_jwks(every_key)) is None
+    verified = (await client.get("/v1/audit/verify", headers=world.auth("auditor"))).json()
+    assert verified["ok"] is True, verified["problems"]
+    # the key history is for auditors (and admins), like the rest of the log
+    assert (await client.get("/v1/audit/keys", headers=world.auth("GP-A"))).status_code == 403
+
+
+def test_keys_rotate_command_against_a_running_server(database_url, tmp_path):
+    with running_server(database_url, tmp_path) as server:
+        server.add_agency("ROT-GP", "gp", BIRMINGHAM)
+        out = run_cli(server.env, "users", "add", "--username", "rot.auditor", "--password",
+                      PASSWORD, "--role", "auditor")
+        assert out.returncode == 0, out.stderr
+        with httpx.Client(base_url=server.url, timeout=30) as http:
+            before = server.token(http, "ROT-GP")
+            old_kid = header_of(before["Authorization"].removeprefix("Bearer "))["kid"]
+            out = run_cli(server.env, "keys", "rotate")
+            assert out.returncode == 0, out.stderr
+            new_kid = re.search(r"signing with new key (\S+);", out.stdout).group(1)
+            assert new_kid != old_kid
+            assert http.get(PROTECTED, headers=before).status_code == 200
+            auditor = http.post(TOKEN, data={"grant_type": "password",
+                                             "username": "rot.auditor", "password": PASSWORD})
+            keys = http.get("/v1/audit/keys", headers={
+                "Authorization": f"Bearer {auditor.json()['access_token']}"}).json()
+            assert {old_kid, new_kid} <= {k["kid"] for k in keys["keys"]}
+
+
+async def test_the_checkpoint_writer_signs_with_a_key_rotated_elsewhere(
+        client, world, settings, connection, monkeypatch):
+    monkeypatch.setattr(checkpoints, "EVERY", timedelta(0))  # due whenever there is news
+    writer = checkpoints.Checkpointer(
+        _factory(connection), KeyRing(settings, _factory(connection), reload_seconds=0),
+        check_seconds=0)
+    token_request = {"grant_type": "client_credentials", "client_id": "GP-A",
+                     "client_secret": SECRET}
+    assert (await client.post(TOKEN, data=token_request)).status_code == 200  # an event
+    before = writer.run_once()
+    new = KeyRing(settings, _factory(connection)).rotate()
+    assert (await client.post(TOKEN, data=token_request)).status_code == 200
+    after = writer.run_once()
+    assert before.kid != new.kid and after.kid == new.kid

@@ -100,6 +100,7 @@ class Checkpointer:
         if not self._key_loaded:  # before any transaction: see write_checkpoint
             self.keyring.ensure_signing_key()
             self._key_loaded = True
+        self.keyring.reload_if_stale()  # after a rotation elsewhere, sign with the new key
         with self.session_factory() as session:
             if not checkpoint_due(session, utcnow()):
                 return None

@@ -86,8 +86,18 @@ def export(request: Request, principal: Auditor, session: SessionDep):
             summary="Check the whole hash chain, and that it passes through its checkpoints")
 def verify(request: Request, principal: Auditor):
     keyring = request.app.state.keyring
-    keys = {k["kid"]: k for k in keyring.jwks()["keys"]}
+    keys = {k["kid"]: k for k in keyring.historic_jwks()["keys"]}
     return read.verify_log(request.app.state.session_factory, keys).as_dict()
+
+
+@router.get("/v1/audit/keys",
+            summary="Every key the service has signed with, retired ones too (a JWKS document)",
+            description="What `flagshare audit verify --jwks` needs for checkpoints signed before "
+                        "a key rotation: /.well-known/jwks.json drops a retired key once its "
+                        "tokens have expired, this document never does. Not for verifying "
+                        "tokens.")
+def signing_keys(request: Request, principal: Auditor):
+    return request.app.state.keyring.historic_jwks()
 
 
 @router.post("/v1/audit/checkpoints", status_code=201, response_model=CheckpointOut,

@@ -7,6 +7,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable
+from datetime import timedelta
 from typing import Any
 
 import httpx
@@ -14,43 +15,94 @@ from sqlmodel import Session, select
 
 from api.auth import jwt
 from api.auth.models import SigningKey
-from api.db import new_id
+from api.db import new_id, utcnow
 from api.settings import Settings
 
 log = logging.getLogger("flagshare.keys")
 JWKS_REFRESH_SECONDS = 300
+# Margin for verifiers whose clocks run behind ours: they may take a token as unexpired this
+# long after its `exp`, so its key must stay published that much longer.
+CLOCK_SKEW_SECONDS = 60
+# How often each process re-reads the signing keys, so a rotation elsewhere reaches it.
+KEY_RELOAD_SECONDS = 30
+# A token naming a key we do not know re-reads them, at most this often (unknown kids are
+# cheap for anyone to send).
+KID_MISS_RELOAD_SECONDS = 1
 
 
 class KeyRing:
-    """One per process: our own keys from the database, other issuers' from their JWKS."""
+    """One per process: our own keys from the database, other issuers' from their JWKS.
 
-    def __init__(self, settings: Settings, session_factory: Callable[[], Session]):
+    Rotation (`rotate`) adds a signing key and retires the previous one. A retired key signs
+    nothing more, but stays published in the JWKS, and accepted, until every token it can have
+    signed has expired: its retirement, plus the time other processes may take to notice
+    (`reload_seconds`), plus the longest lifetime it signs for (an access token or a console
+    session), plus clock skew. Then it is dropped from the JWKS and its tokens are refused. Its
+    public half is kept for good in `historic_jwks`, because audit checkpoints it signed must
+    stay verifiable for years; its private half is erased at retirement.
+    """
+
+    def __init__(self, settings: Settings, session_factory: Callable[[], Session],
+                 reload_seconds: float = KEY_RELOAD_SECONDS):
         self.settings = settings
         self.session_factory = session_factory
+        self.reload_seconds = reload_seconds
         self._lock = threading.Lock()
-        self._own: dict[str, dict[str, Any]] = {}
+        self._keys: list[SigningKey] = []  # every key ever made, oldest first
         self._signing: tuple[str, str] | None = None
         self._external: dict[str, tuple[float, dict[str, dict[str, Any]]]] = {}
-        self._last_own_reload = 0.0
+        self._last_own_reload = float("-inf")
+
+    @property
+    def publication_horizon(self) -> timedelta:
+        """How long after retirement a key stays published and accepted."""
+        longest = max(self.settings.token_ttl_seconds, self.settings.console_idle_minutes * 60)
+        return timedelta(seconds=self.reload_seconds + longest + CLOCK_SKEW_SECONDS)
 
     def ensure_signing_key(self) -> None:
         """Create the first signing key if the database has none; then load all keys."""
         with self.session_factory() as session:
             if session.exec(select(SigningKey).where(SigningKey.retired_at.is_(None))).first() is None:
-                pem, public = jwt.new_rsa_key()
-                kid = new_id()
-                session.add(SigningKey(kid=kid, private_pem=pem, public_jwk={**public, "kid": kid}))
+                session.add(_new_signing_key())
                 session.commit()
         self.reload()
+
+    def rotate(self) -> SigningKey:
+        """Sign with a new key from now on; the current one is retired (see the class)."""
+        with self.session_factory() as session:
+            now = utcnow()
+            for old in session.exec(select(SigningKey).where(SigningKey.retired_at.is_(None))):
+                old.retired_at = now
+                old.private_pem = ""  # never signs again: nothing left to steal
+                session.add(old)
+            key = _new_signing_key()
+            session.add(key)
+            session.commit()
+        self.reload()
+        return key
 
     def reload(self) -> None:
         with self.session_factory() as session:
             rows = session.exec(select(SigningKey).order_by(SigningKey.created_at)).all()
         with self._lock:
-            self._own = {r.kid: r.public_jwk for r in rows}
+            self._keys = list(rows)
             active = [r for r in rows if r.retired_at is None]
             self._signing = (active[-1].kid, active[-1].private_pem) if active else None
             self._last_own_reload = time.monotonic()
+
+    def reload_if_stale(self) -> None:
+        """Re-read the keys if the last read is older than `reload_seconds`. Call it outside
+        any transaction: on SQLite the read would wait for the caller's own write lock."""
+        if time.monotonic() - self._last_own_reload > self.reload_seconds:
+            self.reload()
+
+    def keep_fresh(self, stop: threading.Event) -> None:
+        """Reload every `reload_seconds` until `stop` is set (a daemon thread of `serve`)."""
+        while not stop.wait(self.reload_seconds):
+            try:
+                self.reload()
+            except Exception:  # the database may be briefly away; the next round retries
+                log.warning("could not reload signing keys", exc_info=True)
 
     def sign(self, claims: dict[str, Any]) -> str:
         if self._signing is None:
@@ -58,19 +110,31 @@ class KeyRing:
         kid, pem = self._signing
         return jwt.sign(claims, pem, kid)
 
+    def _published(self) -> dict[str, dict[str, Any]]:
+        """kid -> public JWK of the keys whose tokens may still be alive."""
+        oldest_live = utcnow() - self.publication_horizon
+        return {k.kid: k.public_jwk for k in self._keys
+                if k.retired_at is None or k.retired_at > oldest_live}
+
     def jwks(self) -> dict[str, Any]:
-        if not self._own:
+        if not self._keys:
             self.reload()
-        return {"keys": list(self._own.values())}
+        return {"keys": list(self._published().values())}
+
+    def historic_jwks(self) -> dict[str, Any]:
+        """Every key this service has ever signed with: what verifies old audit checkpoints.
+        Never used to accept a token; read afresh, so a rotation elsewhere is seen at once."""
+        self.reload()
+        return {"keys": [k.public_jwk for k in self._keys]}
 
     def keys_for(self, issuer: str, kid_hint: str | None = None) -> dict[str, dict[str, Any]] | None:
         """Key set for an issuer we trust, or None for an issuer we do not."""
         if issuer == self.settings.issuer:
-            # Another process may have rotated keys: reload at most every 10 s on a miss.
-            if not self._own or (kid_hint not in self._own
-                                 and time.monotonic() - self._last_own_reload > 10):
+            # Another process may have rotated keys and signed with the new one already.
+            if not self._keys or (kid_hint not in self._published() and time.monotonic()
+                                  - self._last_own_reload > KID_MISS_RELOAD_SECONDS):
                 self.reload()
-            return self._own
+            return self._published()
         trusted = next((t for t in self.settings.trusted_issuers if t.issuer == issuer), None)
         if trusted is None:
             return None
@@ -102,3 +166,9 @@ class KeyRing:
         except (httpx.HTTPError, OSError, ValueError) as exc:
             log.warning("could not load JWKS for trusted issuer %s: %s", trusted.issuer, exc)
             return {}
+
+
+def _new_signing_key() -> SigningKey:
+    pem, public = jwt.new_rsa_key()
+    kid = new_id()
+    return SigningKey(kid=kid, private_pem=pem, public_jwk={**public, "kid": kid})

@@ -11,6 +11,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from api.agencies.models import Agency
 from api.auth import jwt
 from api.deps import SessionDep
+from api.logs import note_principal
 from api.problems import ProblemError
 
 ROLES = ("agency_system", "mash_practitioner", "auditor", "admin")
@@ -68,8 +69,11 @@ def current_principal(
             trusted.agencies is not None and agency is not None and agency not in trusted.agencies
         ):
             raise _unauthorized(f"Issuer {issuer!r} is not trusted for this role or agency.")
-    return Principal(sub=str(claims["sub"]), role=role, agency_id=agency,
-                     area=area, issuer=issuer)
+    principal = Principal(sub=str(claims["sub"]), role=role, agency_id=agency,
+                          area=area, issuer=issuer)
+    note_principal(principal.sub)
+    request.app.state.rate_limits.admit_request(principal.scope_key)
+    return principal
 
 
 CurrentPrincipal = Annotated[Principal, Depends(current_principal)]

@@ -41,7 +41,8 @@ def _basic_credentials(request: Request) -> tuple[str, str] | None:
     responses={400: {"description": "invalid_request or unsupported_grant_type",
                      "content": {"application/json": {}}},
                401: {"description": "invalid_client or invalid_grant",
-                     "content": {"application/json": {}}}},
+                     "content": {"application/json": {}}},
+               429: {"description": "too many failed attempts for this account or address"}},
 )
 def token(
     request: Request,
@@ -55,6 +56,9 @@ def token(
     scope: Annotated[str | None, Form()] = None,
 ):
     keyring = request.app.state.keyring
+    limits = request.app.state.rate_limits
+    address = request.client.host if request.client else None
+    account = None
     try:
         if grant_type == "client_credentials":
             basic = _basic_credentials(request)
@@ -63,10 +67,14 @@ def token(
             if not client_id or not client_secret:
                 return _oauth_error(400, "invalid_request",
                                     "client_id and client_secret are required.")
+            account = client_id
+            limits.admit_credential_attempt(account, address)
             body = service.client_credentials(session, keyring, settings, client_id, client_secret)
         elif grant_type == "password":
             if not username or not password:
                 return _oauth_error(400, "invalid_request", "username and password are required.")
+            account = username
+            limits.admit_credential_attempt(account, address)
             body = service.password(session, keyring, settings, username, password)
         elif not grant_type:
             return _oauth_error(400, "invalid_request", "grant_type is required.")
@@ -74,6 +82,7 @@ def token(
             return _oauth_error(400, "unsupported_grant_type",
                                 "grant_type must be client_credentials or password.")
     except service.OAuthError as exc:
+        limits.note_failed_attempt(account, address)
         return _oauth_error(exc.status, exc.error, exc.description)
     return JSONResponse(body, headers={"Cache-Control": "no-store", "Pragma": "no-cache"})
 

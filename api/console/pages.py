@@ -15,6 +15,7 @@ from jinja2 import (ChoiceLoader, Environment, FileSystemLoader, PackageLoader, 
                     select_autoescape)
 
 from api.console import session as console_session
+from api.security_headers import NONCE_STATE_KEY
 
 HERE = Path(__file__).resolve().parent
 STATIC = HERE / "static"
@@ -79,7 +80,10 @@ def _keep_session(request: Request, response: Response) -> Response:
 
 def render(request: Request, name: str, status: int = 200, **context) -> Response:
     user = getattr(request.state, "console_user", None)
-    response = templates.TemplateResponse(request, name, {"user": user, **context},
+    # GOV.UK's page template carries one inline script; the CSP admits it by this nonce.
+    nonce = getattr(request.state, NONCE_STATE_KEY, None)
+    response = templates.TemplateResponse(request, name,
+                                          {"user": user, "cspNonce": nonce, **context},
                                           status_code=status)
     response.headers["Cache-Control"] = "no-store"  # a child's record stays off shared disks
     return _keep_session(request, response)

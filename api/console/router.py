@@ -14,6 +14,7 @@ from api.console import audit_pages, children_pages, forms, pages
 from api.console import session as console_session
 from api.console.session import SignedIn, SignedInPost
 from api.deps import SessionDep
+from api.problems import ProblemError
 
 router = APIRouter(prefix="/console", include_in_schema=False)
 LOGIN_FORM_SECONDS = 3600
@@ -58,9 +59,20 @@ def login(request: Request, session: SessionDep,
     if errors:
         return _login_page(request, status=400, errors=errors, username=username,
                            next_url=_safe_next(next))
+    limits = request.app.state.rate_limits
+    address = request.client.host if request.client else None
+    try:
+        limits.admit_credential_attempt(name, address)
+    except ProblemError as exc:
+        errors.add("username", f"{exc.detail} Sign-in is paused after several wrong passwords")
+        response = _login_page(request, status=429, errors=errors, username=username,
+                               next_url=_safe_next(next))
+        response.headers.update(exc.headers)
+        return response
     try:
         user, agency = authenticate_person(session, name, password, outcome="console session")
     except OAuthError:
+        limits.note_failed_attempt(name, address)
         errors.add("username", "The username or password is wrong")
         return _login_page(request, status=401, errors=errors, username=username,
                            next_url=_safe_next(next))

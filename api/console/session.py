@@ -22,6 +22,7 @@ from api.auth import jwt
 from api.auth.models import User
 from api.auth.principal import Principal
 from api.deps import SessionDep
+from api.logs import note_principal
 
 COOKIE = "flagshare_console"
 LOGIN_COOKIE = "flagshare_console_login"  # CSRF token of the sign-in form (no session yet)
@@ -111,6 +112,8 @@ def signed_in(request: Request, session: SessionDep) -> ConsoleUser:
     session.rollback()  # end the lookup's transaction: on SQLite each one holds the write lock
     if account is None or account.disabled or account.role != user.role:
         raise LoginRequired()
+    note_principal(user.username)
+    request.app.state.rate_limits.admit_request(f"console|{user.username}")
     request.state.console_user = user  # the page re-signs the cookie: the idle clock restarts
     return user
 

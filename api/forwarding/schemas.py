@@ -4,7 +4,7 @@ import base64
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
 
 
 class WebhookDelivery(BaseModel):
@@ -41,8 +41,10 @@ class FeedDelivery(BaseModel):
 class SubscriptionCreate(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    categories: list[str] | None = Field(default=None, max_length=100)
-    areas: list[str] | None = Field(default=None, max_length=200)
+    categories: list[Annotated[str, StringConstraints(max_length=64)]] | None = Field(
+        default=None, max_length=100)
+    areas: list[Annotated[str, StringConstraints(max_length=64)]] | None = Field(
+        default=None, max_length=200)
     delivery: Annotated[WebhookDelivery | FeedDelivery, Field(discriminator="mode")]
 
 

@@ -8,6 +8,7 @@ replays the winner's result.
 from __future__ import annotations
 
 import hashlib
+import hmac
 import json
 from typing import Annotated, Any
 
@@ -37,7 +38,7 @@ class Idempotency:
         found = self.session.get(IdempotencyRecord, (self.scope, self.key))
         if found is None:
             return None
-        if found.request_hash != self.request_hash:
+        if not hmac.compare_digest(found.request_hash, self.request_hash):
             raise ProblemError(
                 409,
                 "This Idempotency-Key was already used with a different request body.",

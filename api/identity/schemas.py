@@ -12,6 +12,7 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    StringConstraints,
     ValidationInfo,
     field_validator,
     model_validator,
@@ -52,9 +53,11 @@ def _birth_date(value: date) -> date:
     return value
 
 
-NhsNumberDigits = Annotated[str, AfterValidator(_nhs)]  # also for query parameters
+# Length-bounded before the validators run: room for spaces or dashes between the groups.
+NhsNumberDigits = Annotated[str, StringConstraints(max_length=20),
+                            AfterValidator(_nhs)]  # also for query parameters
 NhsNumber = Annotated[NhsNumberDigits, Field(description="10 digits, Modulus 11")]
-Postcode = Annotated[str, AfterValidator(_postcode)]
+Postcode = Annotated[str, StringConstraints(max_length=16), AfterValidator(_postcode)]
 Name = Annotated[str, Field(min_length=1, max_length=100)]
 BirthDate = Annotated[date, AfterValidator(_birth_date)]
 

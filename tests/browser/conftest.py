@@ -69,7 +69,13 @@ def context(browser):
 
 @pytest.fixture
 def page(context):
-    return context.new_page()
+    """A page that fails its test if the Content-Security-Policy blocked anything on it."""
+    opened = context.new_page()
+    blocked: list[str] = []
+    opened.on("console", lambda message: blocked.append(message.text)
+              if "Content Security Policy" in message.text else None)
+    yield opened
+    assert blocked == [], "the Content-Security-Policy blocked: " + "; ".join(blocked)
 
 
 @pytest.fixture(scope="session")

@@ -212,3 +212,13 @@ def test_cross_origin_form_posts_without_the_token_are_refused(console, context,
         attacker.shutdown()
         attacker.server_close()
     assert len(audit_events(console, action="child.read")) == before
+
+
+def test_the_content_security_policy_lets_govuk_frontend_run(console, page):
+    """GOV.UK's inline script runs by its nonce (it marks the body) and the page's own
+    stylesheets load; the `page` fixture fails the test on any blocked resource."""
+    page.goto(console.url + "/console/login")
+    expect(page.locator("body")).to_have_class(re.compile(r"\bgovuk-frontend-supported\b"))
+    colour = page.get_by_role("button", name="Sign in").evaluate(
+        "button => getComputedStyle(button).backgroundColor")
+    assert colour not in ("", "rgba(0, 0, 0, 0)", "rgb(239, 239, 239)")  # GOV.UK's green
