@@ -167,6 +167,8 @@ MATRIX: dict[tuple[str, str], Probe] = {
         body=lambda s: {}),
     ("GET", "/v1/audit/checkpoints/latest"): Probe(
         "POLICE-A", fixed("/v1/audit/checkpoints/latest"), expect(auditor=200, admin=200)),
+    ("GET", "/v1/audit/keys"): Probe(  # every key that ever signed, for old checkpoints
+        "POLICE-A", fixed("/v1/audit/keys"), expect(auditor=200, admin=200)),
     ("GET", "/v1/children/{child_id}/disclosures"): Probe(
         "GP-A", lambda s: f"/v1/children/{s.child}/disclosures", expect(auditor=200, admin=200)),
     ("GET", "/v1/children/search"): Probe(
