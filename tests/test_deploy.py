@@ -73,6 +73,9 @@ def test_compose_describes_the_scaled_out_topology():
         assert service["depends_on"]["migrate"] == {"condition": "service_completed_successfully"}
         assert service["depends_on"]["db"] == {"condition": "service_healthy"}
         assert service["environment"]["FLAGSHARE_EMBEDDED_WORKER"] == "false"
+    # The API replicas trust the proxy's X-Forwarded-For, so per-address limits see callers.
+    assert services["api"]["environment"]["FORWARDED_ALLOW_IPS"] == "*"
+    assert "FORWARDED_ALLOW_IPS" not in services["worker"]["environment"]
     for name in ("db", "api", "proxy"):
         assert services[name]["healthcheck"]["test"], name
     assert "/readyz" in " ".join(services["api"]["healthcheck"]["test"])
