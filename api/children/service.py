@@ -143,8 +143,9 @@ def child_view(session: Session, policy: Policy, access: AccessPolicy, reader: R
         "outstanding_deliveries": _outstanding(session, reader, child.id, now),
         "recent_accesses": recent_accesses(session, child.id, access.recent_accesses_shown),
     }
-    _record_read(session, policy, reader, child, stated, basis)
-    notify_access(session, access, reader, child, stated, now)
+    owners = plan_owners_to_tell(session, access, reader, child)  # read before the lock
+    _record_read(session, policy, reader, child, stated, basis)  # the chain is locked till commit
+    notify_access(session, access, reader, child, stated, now, owners)
     if basis == "break_glass":
         alert_break_glass(session, reader, child, stated, now)
     session.commit()
@@ -209,10 +210,10 @@ def recent_accesses(session: Session, child_id: str, limit: int) -> list[dict]:
              "break_glass": e.action == "child.break_glass"} for e in rows]
 
 
-def notify_access(session: Session, access: AccessPolicy, reader: Reader, child: Person,
-                  stated: Purpose, now: datetime) -> list[str]:
-    """`child.accessed` to each children's social care holding an active plan for the child,
-    when the reader is outside that area and the read is not silent. Returns who was told."""
+def plan_owners_to_tell(session: Session, access: AccessPolicy, reader: Reader,
+                        child: Person) -> list[tuple[Agency, list[Flag]]]:
+    """Each children's social care holding an active plan for the child, with its plans, when
+    the reader is outside that area and the read is not silent."""
     plans = session.exec(select(Flag, Agency).join(Agency, Agency.id == Flag.publisher_id).where(
         Flag.child_id == child.id, Flag.status == "active",
         Flag.category.in_(access.notify.categories)).order_by(Flag.created_at)).all()
@@ -222,13 +223,20 @@ def notify_access(session: Session, access: AccessPolicy, reader: Reader, child:
             owners.setdefault(owner.id, (owner, []))[1].append(flag)
     if not owners or silent_rule(session, access, reader, child) is not None:
         return []
-    for owner, plan_flags in owners.values():
+    return list(owners.values())
+
+
+def notify_access(session: Session, access: AccessPolicy, reader: Reader, child: Person,
+                  stated: Purpose, now: datetime,
+                  owners: list[tuple[Agency, list[Flag]]]) -> list[str]:
+    """`child.accessed` to each plan owner of `plan_owners_to_tell`. Returns who was told."""
+    for owner, plan_flags in owners:
         notify(session, event_type="child.accessed", recipients=[owner.id],
                data={**_access_event(reader, child, stated, now), "notified_as": "access",
                      "plans": [{"flag_id": f.id, "category": f.category} for f in plan_flags]},
                child_id=child.id, actor=reader.principal.sub,
                areas=[a for a in (owner.area, reader.area) if a], rule=access.notify.id)
-    return list(owners)
+    return [owner.id for owner, _ in owners]
 
 
 def silent_rule(session: Session, access: AccessPolicy, reader: Reader,
