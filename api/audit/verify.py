@@ -22,7 +22,7 @@ from operator import add, methodcaller
 from pathlib import Path
 from typing import Any
 
-from api.audit.service import GENESIS_HASH, HASHED_FIELDS, canonical, event_hash
+from api.audit.service import GENESIS_HASH, HASHED_FIELDS, event_hash
 from api.auth import jwt
 
 MAX_FINDINGS = 100  # enough to see the shape of the damage; the first is what matters
@@ -252,11 +252,16 @@ class ExportUnreadable(Exception):
     """The file cannot be read as an export at all (a usage error, not a verdict)."""
 
 
+_EXPORT_KEYS = (*sorted(HASHED_FIELDS), "hash")
+
+
 def export_line(event: dict) -> str:
-    """The event's canonical form with its `hash` added last, so that a verifier can hash the
-    line's own bytes (see `_canonical_line_pattern`) instead of parsing and re-serialising it."""
-    hashed = canonical(event).decode()
-    return f'{hashed[:-1]},"hash":{json.dumps(event["hash"], ensure_ascii=False)}}}\n'
+    """The event's canonical form with its `hash` added last (written as
+    `api.audit.service.canonical` writes, from an event whose `at` is already formatted), so
+    that a verifier can hash the line's own bytes (see `_canonical_form_pattern`) instead of
+    parsing and re-serialising it."""
+    return json.dumps({k: event.get(k) for k in _EXPORT_KEYS}, ensure_ascii=False,
+                      separators=(",", ":")) + "\n"
 
 
 def checkpoint_line(checkpoint: dict) -> str:
