@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import json
 import tempfile
 import time
 from datetime import timedelta
@@ -24,13 +25,15 @@ from sqlmodel import Session
 
 from api.audit.models import AuditEvent
 from api.audit.service import GENESIS_HASH, canonical, event_hash
-from api.audit.verify import keys_from_jwks, read_export_events, verify_export
+from api.audit.verify import keys_from_jwks, verify_export
 from api.db import make_engine, utcnow
 from api.migrate import upgrade
 from bench.common import database, write_section
 from tests.processes import run_cli, running_server
 
 PASSWORD = "bench-auditor-password"
+TARGET = 0.25  # issue 10: offline verification at least a quarter of bare SHA-256
+ROUNDS = 5
 ACTIONS = ["flag.disclose", "delivery.handover", "flag.read", "token.issue", "flag.publish"]
 
 
@@ -121,15 +124,18 @@ def run(kind: str, count: int, tmp: Path) -> dict:
             assert online["ok"], online
             keys = keys_from_jwks(http.get("/.well-known/jwks.json").json())
 
-    t0 = time.perf_counter()
-    report = verify_export(export, keys)
-    verify_s = time.perf_counter() - t0
-    assert report.ok and report.signatures_checked == 1, report.findings[:3]
-    blobs = [canonical(e) for e in read_export_events(export)]
-    t0 = time.perf_counter()
-    for blob in blobs:
-        hashlib.sha256(blob).hexdigest()
-    sha_s = time.perf_counter() - t0
+    with export.open(encoding="utf-8") as fh:
+        blobs = [canonical(json.loads(line)) for line in fh if '"checkpoint"' not in line]
+    verify_s = sha_s = float("inf")
+    for _ in range(ROUNDS):  # alternating; the best of each, so a busy moment hurts neither
+        t0 = time.perf_counter()
+        report = verify_export(export, keys)
+        verify_s = min(verify_s, time.perf_counter() - t0)
+        assert report.ok and report.signatures_checked == 1, report.findings[:3]
+        t0 = time.perf_counter()
+        for blob in blobs:
+            hashlib.sha256(blob).hexdigest()
+        sha_s = min(sha_s, time.perf_counter() - t0)
     whole = export.read_bytes()
     t0 = time.perf_counter()
     hashlib.sha256(whole).hexdigest()
@@ -145,6 +151,10 @@ def run(kind: str, count: int, tmp: Path) -> dict:
     }
 
 
+def _ratio(ratio: float) -> str:
+    return f"{ratio:.1%}: {'met' if ratio >= TARGET else 'NOT met'}"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--events", type=int, default=100_000)
@@ -157,19 +167,22 @@ def main() -> None:
     lines = [
         f"A valid chain of {args.events:,} events is written straight to the database; a "
         "`flagshare serve` process (no embedded worker) streams it. Offline verification is "
-        "`api.audit.verify.verify_export` (what `flagshare audit verify` runs: parse each JSON "
-        "line, rebuild the canonical form, SHA-256, link checks, checkpoint signature) in one "
+        "`api.audit.verify.verify_export` (what `flagshare audit verify` runs: each line checked "
+        "to be an event's canonical form plus its hash and those bytes hashed as they stand, "
+        "any other line parsed and re-serialised; link checks; checkpoint signature) in one "
         "Python process. Baseline: bare `hashlib.sha256` over each event's canonical bytes, "
-        "the same bytes the verifier hashes, in the same run.",
+        f"the same bytes the verifier hashes, in the same run (best of {ROUNDS}, alternating). "
+        f"Target (issue 10): the ratio at least {TARGET:.0%}.",
         "",
-        "| db | offline verify | baseline: SHA-256 per event | ratio | online `GET /verify` "
+        "| db | offline verify | baseline: SHA-256 per event | ratio (target ≥ 25 %) "
+        "| online `GET /verify` "
         "| CSV stream | JSON-lines export |",
         "|---|---|---|---|---|---|---|",
     ]
     for r in results:
         lines.append(
             f"| {r['kind']} | {r['verify_rate']:,.0f} events/s | {r['sha_rate']:,.0f} events/s "
-            f"({r['sha_mb']:,.0f} MB/s) | {r['verify_rate'] / r['sha_rate']:.1%} "
+            f"({r['sha_mb']:,.0f} MB/s) | {_ratio(r['verify_rate'] / r['sha_rate'])} "
             f"| {r['online_rate']:,.0f} events/s | {r['csv_rate']:,.0f} events/s "
             f"| {r['export_rate']:,.0f} events/s |")
     lines += [

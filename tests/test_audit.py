@@ -4,6 +4,7 @@ the append-only database, and tampering found at the exact seq online and offlin
 from __future__ import annotations
 
 import csv
+import hashlib
 import io
 import json
 from dataclasses import dataclass
@@ -21,7 +22,9 @@ from api.audit import service as audit
 from api.audit.models import AuditCheckpoint, AuditEvent
 from api.audit.read import FIELDS
 from api.audit.service import event_hash, format_time
-from api.audit.verify import Checkpoint, keys_from_jwks, verify_export
+from api.audit.verify import (
+    Checkpoint, export_line, keys_from_jwks, verify_events, verify_export,
+)
 from api.auth import jwt
 from api.db import make_engine, utcnow
 from api.flags.models import Disclosure
@@ -628,3 +631,88 @@ def test_usage_errors_exit_2(tmp_path, capsys):
 def test_checkpoint_parse_rejects_what_is_not_one():
     with pytest.raises(ValueError):
         Checkpoint.parse({"seq": "1", "hash": "h", "at": "t", "kid": "k", "signature": "s"})
+
+
+# --- the offline verifier hashes canonical export lines as they stand ----------------------------
+
+def _chain(reasons: list[str | None]) -> list[dict]:
+    """A valid chain whose reasons exercise JSON escaping (quotes, backslashes, control and
+    non-ASCII characters, null)."""
+    events, prev = [], audit.GENESIS_HASH
+    for seq, reason in enumerate(reasons, 1):
+        event = {"seq": seq, "at": "2026-11-24T10:12:05.118204Z", "actor": f"user{seq}",
+                 "actor_agency": "AG-1" if seq % 2 else None, "action": "flag.read",
+                 "child_id": "c-1", "flag_id": None, "recipient": "AG-2", "purpose": "safeguarding",
+                 "reason": reason, "lawful_basis": "6(1)(e)", "policy_rule": "R",
+                 "policy_version": "v1", "outcome": "shared", "prev_hash": prev}
+        event["hash"] = prev = event_hash(event)
+        events.append(event)
+    return events
+
+
+REASONS = ["Zoë was frightened", None, 'said "stop"', "C:\\path", "tab\there\nnewline",
+           "bell\x07", "line\u2028separator", "plain", "emoji 😀", "last"]
+
+
+def _full_parse(path: Path):
+    """The verdict from parsing every line and rebuilding its canonical form (the way every
+    line was verified before export lines were hashed as they stand)."""
+    events = []
+    with path.open(encoding="utf-8") as fh:
+        for line in fh:
+            if line.strip():
+                try:
+                    events.append(json.loads(line))
+                except ValueError:
+                    events.append(None)
+    return verify_events(events)
+
+
+def _forged(line: str) -> str:
+    """The line with its hash recomputed over its own (not canonical) bytes."""
+    body = line[:line.rindex(',"hash":')] + "}"
+    return body[:-1] + f',"hash":"{hashlib.sha256(body.encode()).hexdigest()}"}}\n'
+
+
+def test_an_export_line_is_the_canonical_form_then_the_hash():
+    for event in _chain(REASONS):
+        line = export_line(event)
+        assert json.loads(line) == event
+        assert line.encode().startswith(audit.canonical(event)[:-1] + b',"hash":')
+
+
+CHANGES = {
+    "none": lambda line, event: line,
+    # spaces, escaped non-ASCII, keys in column order: the same content, parsed in full
+    "reformatted": lambda line, event: json.dumps({k: event[k] for k in FIELDS}) + "\n",
+    "crlf": lambda line, event: line.replace("\n", "\r\n"),
+    "edited": lambda line, event: line.replace('"outcome":"shared"', '"outcome":"withheld"'),
+    # the hash recomputed over bytes that are not the canonical form
+    "forged spaces": lambda line, event: _forged(line.replace('"actor":', '"actor": ')),
+    "forged escape": lambda line, event: _forged(line.replace('"actor":"u', '"actor":"\\u0075')),
+    "forged control character": lambda line, event: _forged(
+        line.replace('"actor":"u', '"actor":"\x01u')),
+    "forged duplicate key": lambda line, event: _forged(
+        line.replace('"actor":', '"actor":"x","actor":')),
+}
+
+
+@pytest.mark.parametrize("reasons", [REASONS, [f"plain {n}" for n in range(10)]],
+                         ids=["escapes", "plain"])  # plain: read a block at a time
+@pytest.mark.parametrize("change", [*CHANGES, "swapped", "deleted"])
+def test_export_lines_get_the_verdict_a_full_parse_gives(tmp_path, reasons, change):
+    events = _chain(reasons)
+    lines = [export_line(e) for e in events]
+    if change == "swapped":
+        lines[3], lines[4] = lines[4], lines[3]
+    elif change == "deleted":
+        del lines[3]
+    else:
+        lines[3] = CHANGES[change](lines[3], events[3])
+    export = tmp_path / "audit.jsonl"
+    export.write_text("".join(lines), encoding="utf-8", newline="")
+    report = verify_export(export)
+    assert report.as_dict() == _full_parse(export).as_dict()
+    intact = change in ("none", "reformatted", "crlf")
+    assert report.first_bad_seq == (None if intact else 4)
+    assert report.events_checked == len(lines)

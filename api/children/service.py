@@ -122,14 +122,15 @@ def child_view(session: Session, policy: Policy, access: AccessPolicy, reader: R
         raise not_found("child")
     agency_id = None if reader.practitioner else reader.agency.id
     chronology = flags.child_flags(session, child.id, agency_id, history=history)
-    people = _related_people(session, reader, child.id)
+    related = _related_links(session, reader, child.id)
+    people = _people(related)
     view = {
         "child": identity(session, child),
         "access": {"basis": basis, "purpose": stated.purpose, "reason": stated.reason},
         "flags": chronology,
         "related_people": people,
         "household": [p for p in people if set(p["roles"]) & set(HOUSEHOLD_ROLES)],
-        "siblings": _siblings(session, reader, child.id, people),
+        "siblings": _siblings(session, reader, child.id, related),
         # What the MASH was already told (household.risk_joined); agencies see their own alerts.
         "household_risk": households.told_for_child(session, child.id) if reader.practitioner
         else [],
@@ -142,8 +143,9 @@ def child_view(session: Session, policy: Policy, access: AccessPolicy, reader: R
         "outstanding_deliveries": _outstanding(session, reader, child.id, now),
         "recent_accesses": recent_accesses(session, child.id, access.recent_accesses_shown),
     }
-    _record_read(session, policy, reader, child, stated, basis)
-    notify_access(session, access, reader, child, stated, now)
+    owners = plan_owners_to_tell(session, access, reader, child)  # read before the lock
+    _record_read(session, policy, reader, child, stated, basis)  # the chain is locked till commit
+    notify_access(session, access, reader, child, stated, now, owners)
     if basis == "break_glass":
         alert_break_glass(session, reader, child, stated, now)
     session.commit()
@@ -200,17 +202,18 @@ def identity(session: Session, child: Person) -> dict:
 
 
 def recent_accesses(session: Session, child_id: str, limit: int) -> list[dict]:
-    rows = session.exec(select(AuditEvent).where(
+    rows = session.exec(select(AuditEvent.at, AuditEvent.actor, AuditEvent.actor_agency,
+                               AuditEvent.purpose, AuditEvent.action).where(
         AuditEvent.child_id == child_id, AuditEvent.action.in_(READ_ACTIONS))
         .order_by(AuditEvent.seq.desc()).limit(limit)).all() if limit else []
     return [{"at": e.at, "actor": e.actor, "organisation": e.actor_agency, "purpose": e.purpose,
              "break_glass": e.action == "child.break_glass"} for e in rows]
 
 
-def notify_access(session: Session, access: AccessPolicy, reader: Reader, child: Person,
-                  stated: Purpose, now: datetime) -> list[str]:
-    """`child.accessed` to each children's social care holding an active plan for the child,
-    when the reader is outside that area and the read is not silent. Returns who was told."""
+def plan_owners_to_tell(session: Session, access: AccessPolicy, reader: Reader,
+                        child: Person) -> list[tuple[Agency, list[Flag]]]:
+    """Each children's social care holding an active plan for the child, with its plans, when
+    the reader is outside that area and the read is not silent."""
     plans = session.exec(select(Flag, Agency).join(Agency, Agency.id == Flag.publisher_id).where(
         Flag.child_id == child.id, Flag.status == "active",
         Flag.category.in_(access.notify.categories)).order_by(Flag.created_at)).all()
@@ -220,13 +223,20 @@ def notify_access(session: Session, access: AccessPolicy, reader: Reader, child:
             owners.setdefault(owner.id, (owner, []))[1].append(flag)
     if not owners or silent_rule(session, access, reader, child) is not None:
         return []
-    for owner, plan_flags in owners.values():
+    return list(owners.values())
+
+
+def notify_access(session: Session, access: AccessPolicy, reader: Reader, child: Person,
+                  stated: Purpose, now: datetime,
+                  owners: list[tuple[Agency, list[Flag]]]) -> list[str]:
+    """`child.accessed` to each plan owner of `plan_owners_to_tell`. Returns who was told."""
+    for owner, plan_flags in owners:
         notify(session, event_type="child.accessed", recipients=[owner.id],
                data={**_access_event(reader, child, stated, now), "notified_as": "access",
                      "plans": [{"flag_id": f.id, "category": f.category} for f in plan_flags]},
                child_id=child.id, actor=reader.principal.sub,
                areas=[a for a in (owner.area, reader.area) if a], rule=access.notify.id)
-    return list(owners)
+    return [owner.id for owner, _ in owners]
 
 
 def silent_rule(session: Session, access: AccessPolicy, reader: Reader,
@@ -281,37 +291,55 @@ def _record_read(session: Session, policy: Policy, reader: Reader, child: Person
                  policy_rule=BASIS_RULES[basis], policy_version=policy.version)
 
 
-def _visible_links(session: Session, reader: Reader, rows: list[tuple[PersonLink, Person]]):
+# A link with the state of the flag it was named on (none for an identity link), read in the
+# same query as the link: the columns _visible_links needs.
+_LINK = (PersonLink.child_id, PersonLink.person_id, PersonLink.role, PersonLink.relationship,
+         PersonLink.agency_id, PersonLink.flag_id, Flag.status.label("flag_status"),
+         Flag.publisher_id.label("flag_publisher"))
+_PERSON = (Person.nhs_number, Person.given_name, Person.family_name, Person.birth_date,
+           Person.merged_into_id)
+
+
+def _links(*where, person_is=PersonLink.person_id):
+    """Links (with the person `person_is` names, and their flag's state) as plain rows."""
+    return (select(*_LINK, *_PERSON).join(Person, Person.id == person_is)
+            .outerjoin(Flag, Flag.id == PersonLink.flag_id).where(*where))
+
+
+def _visible_links(session: Session, reader: Reader, rows: list) -> list:
     """Links the reader may see: identity links (no flag), and links named on a flag the reader
     was given with its related people (a MASH practitioner: any flag not entered in error)."""
-    flag_ids = {link.flag_id for link, _ in rows if link.flag_id}
-    if not flag_ids:
-        return rows
-    found = {f.id: f for f in session.exec(select(Flag).where(Flag.id.in_(flag_ids))).all()}
-    ok = {fid for fid, f in found.items() if f.status != "entered_in_error"}
-    if not reader.practitioner:
+    ok = {r.flag_id for r in rows if r.flag_id and r.flag_status is not None
+          and r.flag_status != "entered_in_error"}
+    if not reader.practitioner and ok:
         agency_id = reader.agency.id
         latest: dict[str, list] = {}
-        for d in session.exec(select(Disclosure).where(
+        for flag_id, fields in session.exec(select(Disclosure.flag_id, Disclosure.fields).where(
                 Disclosure.flag_id.in_(ok), Disclosure.recipient_id == agency_id,
                 Disclosure.shared.is_(True)).order_by(Disclosure.flag_version,
                                                       Disclosure.created_at)).all():
-            latest[d.flag_id] = d.fields
-        ok = {fid for fid in ok if found[fid].publisher_id == agency_id
+            latest[flag_id] = fields
+        publisher = {r.flag_id: r.flag_publisher for r in rows if r.flag_id in ok}
+        ok = {fid for fid in ok if publisher[fid] == agency_id
               or "related_people" in latest.get(fid, ())}
-    return [(link, p) for link, p in rows if link.flag_id is None or link.flag_id in ok]
+    return [r for r in rows if r.flag_id is None or r.flag_id in ok]
 
 
-def _related_people(session: Session, reader: Reader, child_id: str) -> list[dict]:
-    rows = session.exec(select(PersonLink, Person).join(Person, Person.id == PersonLink.person_id)
-                        .where(PersonLink.child_id == child_id)
+def _related_links(session: Session, reader: Reader, child_id: str) -> list:
+    """The people linked to the child as the reader may see them, one row per link."""
+    rows = session.exec(_links(PersonLink.child_id == child_id)
                         .order_by(PersonLink.created_at)).all()
+    return _visible_links(session, reader, rows)
+
+
+def _people(links: list) -> list[dict]:
     people: dict[str, dict] = {}
-    for link, p in _visible_links(session, reader, rows):
-        entry = people.setdefault(p.id, {
-            "person_id": p.id, "nhs_number": p.nhs_number, "given_name": p.given_name,
-            "family_name": p.family_name, "birth_date": p.birth_date, "roles": set(),
-            "relationships": set(), "recorded_by": set()})
+    for link in links:
+        entry = people.setdefault(link.person_id, {
+            "person_id": link.person_id, "nhs_number": link.nhs_number,
+            "given_name": link.given_name, "family_name": link.family_name,
+            "birth_date": link.birth_date, "roles": set(), "relationships": set(),
+            "recorded_by": set()})
         entry["roles"].add(link.role)
         entry["recorded_by"].add(link.agency_id)
         if link.relationship:
@@ -320,39 +348,38 @@ def _related_people(session: Session, reader: Reader, child_id: str) -> list[dic
              "recorded_by": sorted(e["recorded_by"])} for e in people.values()]
 
 
-def _siblings(session: Session, reader: Reader, child_id: str, people: list[dict]) -> list[dict]:
+def _siblings(session: Session, reader: Reader, child_id: str, related: list) -> list[dict]:
     """Children named as siblings, and children sharing a parent or household member."""
-    shared_ids = [p["person_id"] for p in people if set(p["roles"]) & set(HOUSEHOLD_ROLES)]
-    named = [p["person_id"] for p in people if "sibling" in p["roles"]]
-    rows = session.exec(select(PersonLink, Person).join(Person, Person.id == PersonLink.child_id)
-                        .where(or_(PersonLink.person_id.in_(shared_ids)
+    shared_ids = {r.person_id for r in related if r.role in HOUSEHOLD_ROLES}
+    rows = session.exec(_links(or_(PersonLink.person_id.in_(shared_ids)
                                    & PersonLink.role.in_(HOUSEHOLD_ROLES),
                                    (PersonLink.person_id == child_id)
                                    & (PersonLink.role == "sibling")),
                                PersonLink.child_id != child_id,
-                               Person.merged_into_id.is_(None))).all()
-    found: dict[str, tuple[Person, list[dict]]] = {}
-    for link, sib in _visible_links(session, reader, rows):
+                               Person.merged_into_id.is_(None),
+                               person_is=PersonLink.child_id)).all()
+    found: dict[str, tuple] = {}
+    for link in _visible_links(session, reader, rows):
         via = {"person_id": link.person_id, "role": link.role}
-        entry = found.setdefault(sib.id, (sib, []))[1]
+        entry = found.setdefault(link.child_id, (link, []))[1]
         if via not in entry:
             entry.append(via)
-    for person_id in named:
-        person = session.get(Person, person_id)
+    named = {r.person_id: r for r in related if r.role == "sibling"}
+    for person_id, person in named.items():
         if person.merged_into_id is None:
-            found.setdefault(person.id, (person, []))[1].append(
+            found.setdefault(person_id, (person, []))[1].append(
                 {"person_id": child_id, "role": "sibling"})
     parents = _parents(session, reader, [child_id, *found])
     mine = parents.get(child_id, set())
     out = []
-    for sib, via in found.values():
-        theirs = parents.get(sib.id, set())
+    for sib_id, (sib, via) in found.items():
+        theirs = parents.get(sib_id, set())
         shared = mine & theirs
         if shared:
             relation = "half_sibling" if (mine - shared) and (theirs - shared) else "sibling"
         else:
             relation = "sibling" if any(v["role"] == "sibling" for v in via) else "household"
-        out.append({"child_id": sib.id, "nhs_number": sib.nhs_number,
+        out.append({"child_id": sib_id, "nhs_number": sib.nhs_number,
                     "given_name": sib.given_name, "family_name": sib.family_name,
                     "birth_date": sib.birth_date, "relation": relation,
                     "via": sorted(via, key=lambda v: (v["person_id"], v["role"]))})
@@ -360,11 +387,10 @@ def _siblings(session: Session, reader: Reader, child_id: str, people: list[dict
 
 
 def _parents(session: Session, reader: Reader, child_ids: list[str]) -> dict[str, set[str]]:
-    rows = session.exec(select(PersonLink, Person).join(Person, Person.id == PersonLink.person_id)
-                        .where(PersonLink.child_id.in_(child_ids),
+    rows = session.exec(_links(PersonLink.child_id.in_(child_ids),
                                PersonLink.role == "parent")).all()
     out: dict[str, set[str]] = {}
-    for link, _ in _visible_links(session, reader, rows):
+    for link in _visible_links(session, reader, rows):
         out.setdefault(link.child_id, set()).add(link.person_id)
     return out
 
@@ -387,7 +413,9 @@ def _transfers_and_moves(session: Session, reader: Reader, child_id: str, today:
 def _outstanding(session: Session, reader: Reader, child_id: str, now: datetime) -> list[dict]:
     """Unacknowledged deliveries of the child's flags: all for a MASH practitioner; for an
     agency, those sent to it and those of flags it published."""
-    query = (select(Delivery, Flag).join(Flag, Flag.id == Delivery.flag_id)
+    query = (select(Delivery.id, Delivery.event_type, Delivery.flag_id, Delivery.recipient_id,
+                    Delivery.status, Delivery.created_at, Delivery.acknowledge_by)
+             .join(Flag, Flag.id == Delivery.flag_id)
              .where(Flag.child_id == child_id, Delivery.ack_status.is_(None)))
     if not reader.practitioner:
         query = query.where(or_(Delivery.recipient_id == reader.agency.id,
@@ -397,4 +425,4 @@ def _outstanding(session: Session, reader: Reader, child_id: str, now: datetime)
              "recipient": d.recipient_id, "status": d.status, "created_at": d.created_at,
              "acknowledge_by": d.acknowledge_by,
              "overdue": d.acknowledge_by is not None and d.acknowledge_by < now}
-            for d, _ in rows]
+            for d in rows]
