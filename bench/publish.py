@@ -53,8 +53,27 @@ def running_bare_app(database_url: str, tmp: Path):
         proc.wait(timeout=20)
 
 
-def run(kind: str, seconds: float, connections: int, tmp: Path) -> dict:
-    """Both loads on one database of `kind`: the service's first, then the baseline's."""
+@contextmanager
+def profiled(pid: int, seconds: float, out: Path | None):
+    """py-spy samples process `pid` for `seconds` into `out` (collapsed stacks, for speedscope
+    or flamegraph.pl), when `out` is given."""
+    if out is None:
+        yield
+        return
+    spy = subprocess.Popen([str(Path(sys.executable).parent / "py-spy"), "record", "--pid",
+                            str(pid), "--duration", str(int(seconds)), "--rate", "100",
+                            "--format", "raw", "--output", str(out), "--nonblocking"],
+                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        yield
+    finally:
+        spy.wait(timeout=seconds + 30)
+
+
+def run(kind: str, seconds: float, connections: int, tmp: Path,
+        profile: Path | None = None) -> dict:
+    """Both loads on one database of `kind`: the service's first, then the baseline's; with
+    `profile`, py-spy samples the serve process through the service's load."""
     with database(kind, tmp) as url:
         with ExitStack() as stack:
             server = stack.enter_context(running_server(url, tmp,
@@ -66,7 +85,8 @@ def run(kind: str, seconds: float, connections: int, tmp: Path) -> dict:
                          for body in bodies]
             pid = server.process.pid
             rss_before = proc_status_mb(pid, "VmRSS")
-            service = succeeded(closed_loop(server.port, publishes, connections, seconds))
+            with profiled(pid, seconds + 1, profile):
+                service = succeeded(closed_loop(server.port, publishes, connections, seconds))
             rss_peak = proc_status_mb(pid, "VmHWM")
         with running_bare_app(url, tmp) as port:
             inserts = [request_bytes("POST", "/insert", {}, body) for body in bodies]
@@ -125,11 +145,14 @@ def main(argv: list[str] | None = None) -> list[dict]:
     parser.add_argument("--seconds", type=float, default=20)
     parser.add_argument("--connections", type=int, default=8)
     parser.add_argument("--db", nargs="+", default=["sqlite", "postgresql"])
+    parser.add_argument("--profile", type=Path, metavar="DIR",
+                        help="write py-spy samples of the serve process, DIR/publish-<db>.txt")
     args = parser.parse_args(argv)
     results = []
     for kind in args.db:
+        out = args.profile / f"publish-{kind}.txt" if args.profile else None
         with tempfile.TemporaryDirectory() as tmp:
-            results.append(run(kind, args.seconds, args.connections, Path(tmp)))
+            results.append(run(kind, args.seconds, args.connections, Path(tmp), out))
     lines = section(results, args.seconds, args.connections)
     write_section("Publish throughput (issue 10)", lines)
     print("\n".join(lines))
