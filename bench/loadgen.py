@@ -60,6 +60,16 @@ class Outcome:
     def rate(self) -> float:
         return len(self.latencies) / self.elapsed if self.elapsed else 0.0
 
+    @classmethod
+    def merged(cls, outcomes: list[Outcome]) -> Outcome:
+        """Several rounds of the same load as one."""
+        total = cls(elapsed=sum(o.elapsed for o in outcomes))
+        for o in outcomes:
+            total.latencies += o.latencies
+            for status, n in o.errors.items():
+                total.errors[status] = total.errors.get(status, 0) + n
+        return total
+
     def record(self, status: int, latency: float) -> None:
         if 200 <= status < 300:
             self.latencies.append(latency)

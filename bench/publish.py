@@ -70,34 +70,40 @@ def profiled(pid: int, seconds: float, out: Path | None):
         spy.wait(timeout=seconds + 30)
 
 
+ROUNDS = 3  # service and baseline take turns, so a noisy neighbour weighs on both alike
+
+
 def run(kind: str, seconds: float, connections: int, tmp: Path,
         profile: Path | None = None) -> dict:
-    """Both loads on one database of `kind`: the service's first, then the baseline's; with
-    `profile`, py-spy samples the serve process through the service's load."""
-    with database(kind, tmp) as url:
-        with ExitStack() as stack:
-            server = stack.enter_context(running_server(url, tmp,
-                                                        FLAGSHARE_EMBEDDED_WORKER="false"))
-            http = stack.enter_context(httpx.Client(base_url=server.url, timeout=60))
-            world = sharing_world(stack, server, http, CHILDREN, webhooks=False)
-            bodies = [world.flag_body(child) for child in range(CHILDREN)]
-            publishes = [request_bytes("POST", "/v1/flags", world.publisher, body)
-                         for body in bodies]
-            pid = server.process.pid
-            rss_before = proc_status_mb(pid, "VmRSS")
-            with profiled(pid, seconds + 1, profile):
-                service = succeeded(closed_loop(server.port, publishes, connections, seconds))
-            rss_peak = proc_status_mb(pid, "VmHWM")
-        with running_bare_app(url, tmp) as port:
-            inserts = [request_bytes("POST", "/insert", {}, body) for body in bodies]
-            bare = succeeded(closed_loop(port, inserts, connections, seconds))
-            engine = make_engine(url)
-            with engine.connect() as conn:
-                ids = conn.execute(sa.select(TABLE.c.id).limit(1000)).scalars().all()
-            engine.dispose()
-            selects = [request_bytes("GET", f"/rows/{row_id}", {}, None) for row_id in ids]
-            pk = succeeded(closed_loop(port, selects, connections, seconds))
-    return {"kind": kind, "service": service, "bare": bare, "pk": pk,
+    """Service and bare INSERT loads on one database of `kind`, in alternating rounds of
+    `seconds / ROUNDS`, then the PK SELECT load; with `profile`, py-spy samples the serve
+    process throughout the rounds."""
+    with database(kind, tmp) as url, ExitStack() as stack:
+        server = stack.enter_context(running_server(url, tmp, FLAGSHARE_EMBEDDED_WORKER="false"))
+        http = stack.enter_context(httpx.Client(base_url=server.url, timeout=60))
+        world = sharing_world(stack, server, http, CHILDREN, webhooks=False)
+        bare_port = stack.enter_context(running_bare_app(url, tmp))
+        bodies = [world.flag_body(child) for child in range(CHILDREN)]
+        publishes = [request_bytes("POST", "/v1/flags", world.publisher, body)
+                     for body in bodies]
+        inserts = [request_bytes("POST", "/insert", {}, body) for body in bodies]
+        pid = server.process.pid
+        rss_before = proc_status_mb(pid, "VmRSS")
+        service, bare = [], []
+        with profiled(pid, 2 * (seconds + ROUNDS), profile):
+            for _ in range(ROUNDS):
+                service.append(closed_loop(server.port, publishes, connections,
+                                           seconds / ROUNDS))
+                bare.append(closed_loop(bare_port, inserts, connections, seconds / ROUNDS))
+        rss_peak = proc_status_mb(pid, "VmHWM")
+        engine = make_engine(url)
+        with engine.connect() as conn:
+            ids = conn.execute(sa.select(TABLE.c.id).limit(1000)).scalars().all()
+        engine.dispose()
+        selects = [request_bytes("GET", f"/rows/{row_id}", {}, None) for row_id in ids]
+        pk = succeeded(closed_loop(bare_port, selects, connections, seconds / ROUNDS))
+    return {"kind": kind, "service": succeeded(Outcome.merged(service)),
+            "bare": succeeded(Outcome.merged(bare)), "pk": pk,
             "rss_before": rss_before, "rss_peak": rss_peak}
 
 
@@ -115,8 +121,9 @@ def ms(outcome: Outcome) -> str:
 
 def section(results: list[dict], seconds: float, connections: int) -> list[str]:
     lines = [
-        f"Closed loop, {connections} keep-alive loopback connections, {seconds:g} s after 1 s "
-        "of warm-up, one process each (the load generator, `bench/loadgen.py`, is a few lines "
+        f"Closed loop, {connections} keep-alive loopback connections, {seconds:g} s each for "
+        f"service and baseline, in {ROUNDS} alternating rounds (each after 1 s of warm-up), "
+        "one process each (the load generator, `bench/loadgen.py`, is a few lines "
         "of asyncio writing pre-built requests). Service: `POST /v1/flags` on `flagshare serve` "
         "(embedded worker off), a domestic abuse incident naming 3 related people (mother, her "
         f"partner as alleged perpetrator, a sibling), {CHILDREN} children in turn, each "
