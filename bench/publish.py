@@ -134,7 +134,8 @@ def section(results: list[dict], seconds: float, connections: int) -> list[str]:
         "same `make_engine`, same driver), then a primary-key SELECT endpoint, on the same "
         "database in the same run.",
         "",
-        "| db | publish | p50 / p99 | bare INSERT | p50 / p99 | ratio | PK SELECT p50 / p99 "
+        "| db | publish | publish p50 / p99 | bare INSERT | INSERT p50 / p99 | ratio "
+        "| PK SELECT p50 / p99 "
         "| serve RSS before / peak |",
         "|---|---|---|---|---|---|---|---|",
     ]
