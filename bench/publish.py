@@ -60,6 +60,7 @@ def profiled(pid: int, seconds: float, out: Path | None):
     if out is None:
         yield
         return
+    out.parent.mkdir(parents=True, exist_ok=True)
     spy = subprocess.Popen([str(Path(sys.executable).parent / "py-spy"), "record", "--pid",
                             str(pid), "--duration", str(int(seconds)), "--rate", "100",
                             "--format", "raw", "--output", str(out), "--nonblocking"],
