@@ -133,6 +133,14 @@ def summary(text: str, failed: dict[str, int]) -> list[str]:
     return lines
 
 
+def benchmark_sections(text: str) -> str:
+    """The benchmarks' own sections of a results file, without what this runner writes around
+    them (header, summary, what changed), which it writes afresh."""
+    ours = ("Summary: the targets", WHAT_CHANGED.read_text().split("\n", 1)[0].lstrip("# "))
+    parts = text.split("\n## ")[1:]
+    return "".join("\n## " + part for part in parts if not part.startswith(ours))
+
+
 def machine(dbs: list[str], quick: bool) -> list[str]:
     cpuinfo = Path("/proc/cpuinfo").read_text()
     cpu = re.search(r"model name\s*:\s*(.*)", cpuinfo)
@@ -169,12 +177,13 @@ def main(argv: list[str] | None = None) -> int:
                         default=["sqlite", "postgresql"])
     parser.add_argument("--output", type=Path, default=REPO / "bench" / "RESULTS.md")
     parser.add_argument("--only", nargs="+", choices=list(BENCHMARKS), default=list(BENCHMARKS),
-                        help="run only these benchmarks")
+                        help="run only these benchmarks, keeping the others' sections")
     args = parser.parse_args(argv)
     output = args.output.resolve()
     header = machine(args.db, args.quick)
     output.parent.mkdir(parents=True, exist_ok=True)
-    output.unlink(missing_ok=True)
+    if set(args.only) == set(BENCHMARKS):
+        output.unlink(missing_ok=True)
     env = {**os.environ, RESULTS_ENV: str(output)}
     failed: dict[str, int] = {}
     for name in args.only:
@@ -190,8 +199,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"--- {name}: exit {code} after {time.monotonic() - started:,.0f} s", flush=True)
         if code:
             failed[name] = code
-    sections = output.read_text() if output.exists() else ""
-    sections = sections[sections.index("\n## "):] if "\n## " in sections else ""
+    sections = benchmark_sections(output.read_text() if output.exists() else "")
     text = ("\n".join(header) + "\n\n" + "\n".join(summary(sections, failed)) + "\n"
             + sections.rstrip("\n") + "\n\n" + WHAT_CHANGED.read_text())
     output.write_text(text)
