@@ -6,7 +6,10 @@ the moment its flag was due to be sent to the moment the receiver had it. SQLite
 embedded in `serve`; PostgreSQL: one separate `flagshare worker`. If the service cannot keep up,
 the achieved rate is what is reported.
 
-    python -m bench.webhook_latency [--rate 100] [--seconds 30] [--db sqlite postgresql]
+    python -m bench.webhook_latency [--rate 100 5] [--seconds 30] [--db sqlite postgresql]
+
+Several rates: each after the other on a fresh database. A rate the service sustains shows the
+pipeline's own latency; a rate beyond it shows the queue building up.
 """
 
 from __future__ import annotations
@@ -87,14 +90,15 @@ def section(results: list[dict], seconds: float) -> list[str]:
 
 def main(argv: list[str] | None = None) -> list[dict]:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--rate", type=float, default=100)
+    parser.add_argument("--rate", type=float, nargs="+", default=[100])
     parser.add_argument("--seconds", type=float, default=30)
     parser.add_argument("--db", nargs="+", default=["sqlite", "postgresql"])
     args = parser.parse_args(argv)
     results = []
     for kind in args.db:
-        with tempfile.TemporaryDirectory() as tmp:
-            results.append(run(kind, args.rate, args.seconds, Path(tmp)))
+        for rate in args.rate:
+            with tempfile.TemporaryDirectory() as tmp:
+                results.append(run(kind, rate, args.seconds, Path(tmp)))
     lines = section(results, args.seconds)
     write_section("Publish → webhook received at a steady rate (issue 10)", lines)
     print("\n".join(lines))
