@@ -63,13 +63,15 @@ class Target:
     bound: float  # the ratio figure / baseline must be at least (or, if `at_most`, at most)
     at_most: bool
     absent: str = "not measured in this run"  # what the row says when the table is missing
+    ratio: str | None = None  # the table's own ratio column (unrounded figures), if it has one
 
     def row(self, table: list[dict[str, str]]) -> list[list[str]]:
         rows = []
         for cells in table:
             figure_text = cells[self.figure].split(" / ")[self.pick]
             baseline_text = cells[self.baseline].split(" / ")[self.pick]
-            ratio = number(figure_text) / number(baseline_text)
+            ratio = (number(cells[self.ratio]) / 100 if self.ratio
+                     else number(figure_text) / number(baseline_text))
             met = ratio <= self.bound if self.at_most else ratio >= self.bound
             shown = f"{ratio:.1f}×" if self.at_most else f"{ratio:.1%}"
             goal = f"≤ {self.bound:g}×" if self.at_most else f"≥ {self.bound:.0%}"
@@ -81,13 +83,13 @@ class Target:
 
 TARGETS = [
     Target("Publish throughput vs bare INSERT endpoint", "Publish throughput (issue 10)",
-           "publish", "bare INSERT", 0, 0.5, at_most=False),
+           "publish", "bare INSERT", 0, 0.5, at_most=False, ratio="ratio"),
     Target("Child view p99 vs primary-key SELECT p99", "Child view (issue 6)",
            "child view p50 / p99", "PK select p50 / p99", 1, 3.0, at_most=True,
            absent="not measured: the child view benchmark runs on PostgreSQL only"),
     Target("Offline audit verification vs raw SHA-256", "Audit log: verification and CSV "
            "export (issue 5)", "offline verify", "baseline: SHA-256 per event", 0, 0.25,
-           at_most=False),
+           at_most=False, ratio="ratio"),
 ]
 
 
