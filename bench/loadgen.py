@@ -25,15 +25,19 @@ def request_bytes(method: str, path: str, headers: dict[str, str], body: dict | 
 
 
 class Connection:
-    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter):
-        self.reader, self.writer = reader, writer
+    def __init__(self, port: int, reader: asyncio.StreamReader, writer: asyncio.StreamWriter):
+        self.port, self.reader, self.writer = port, reader, writer
 
     @classmethod
     async def open(cls, port: int) -> Connection:
-        return cls(*await asyncio.open_connection("127.0.0.1", port))
+        return cls(port, *await asyncio.open_connection("127.0.0.1", port))
 
     async def send(self, request: bytes) -> tuple[int, bytes]:
-        """Write one request and read its response: (status, body)."""
+        """Write one request and read its response: (status, body). A connection the server
+        closed while it sat idle (uvicorn's keep-alive timeout) is opened again first."""
+        if self.reader.at_eof():
+            self.writer.close()
+            self.reader, self.writer = await asyncio.open_connection("127.0.0.1", self.port)
         self.writer.write(request)
         head = await self.reader.readuntil(b"\r\n\r\n")
         status = int(head[9:12])
