@@ -18,15 +18,9 @@ from pathlib import Path
 import httpx
 from standardwebhooks.webhooks import Webhook
 
-from bench.common import database, median, pct, write_section
-from tests.factories import NHS, flag_body, relationship_body
+from bench.common import RECIPIENTS, database, median, pct, sharing_world, write_section
 from tests.processes import running_server, stop, wait_until
 from tests.receiver import Receiver
-
-AREA = "E08000025"
-RECIPIENTS = [("B-CSC", "childrens_social_care", None), ("B-MASH", "mash", None),
-              ("B-SCHOOL", "education", "school"), ("B-GP", "gp", "registered_gp"),
-              ("B-HV", "health_visiting", "health_visitor")]
 
 
 def run(kind: str, flags: int, tmp: Path) -> list[str]:
@@ -35,26 +29,15 @@ def run(kind: str, flags: int, tmp: Path) -> list[str]:
         env = {"FLAGSHARE_EMBEDDED_WORKER": "true" if kind == "sqlite" else "false"}
         server = stack.enter_context(running_server(url, tmp, **env))
         worker = None if kind == "sqlite" else server.start_worker("bench-worker")
-        server.add_agency("B-POLICE", "police", AREA)
-        receivers = {}
         http = stack.enter_context(httpx.Client(base_url=server.url, timeout=60))
-        for agency_id, agency_kind, rel in RECIPIENTS:
-            server.add_agency(agency_id, agency_kind, AREA)
-            rx = stack.enter_context(Receiver())
-            token = server.token(http, agency_id)
-            http.post("/v1/subscriptions", headers=token,
-                      json={"delivery": {"mode": "webhook", "url": rx.url}}).raise_for_status()
-            if rel:
-                http.post("/v1/relationships", headers=token,
-                          json=relationship_body(rel, NHS[0], "2024-01-01")).raise_for_status()
-            receivers[agency_id] = rx
-        police = server.token(http, "B-POLICE")
-        body = flag_body(subject={"nhs_number": NHS[0], "birth_date": "2024-01-01"})
+        world = sharing_world(stack, server, http, children=1, webhooks=True)
+        receivers = world.receivers
+        body = world.flag_body(0)
         published_at, publish_latency = {}, []
         start = time.monotonic()
         for _ in range(flags):
             t0 = time.monotonic()
-            r = http.post("/v1/flags", json=body, headers=police)
+            r = http.post("/v1/flags", json=body, headers=world.publisher)
             publish_latency.append(time.monotonic() - t0)
             r.raise_for_status()
             published_at[r.json()["id"]] = t0
@@ -104,7 +87,8 @@ def main() -> None:
         with tempfile.TemporaryDirectory() as tmp:
             rows += run(kind, args.flags, Path(tmp))
     lines = [
-        "Publish flags (domestic abuse incident, policy gives 5 recipients, each with a webhook "
+        "Publish flags (domestic abuse incident naming 3 related people, policy gives 5 "
+        "recipients, each with a webhook "
         "subscription to its own loopback receiver). SQLite: embedded worker in `serve`; "
         "PostgreSQL: one separate `flagshare worker`. Baseline: one bare httpx client posting "
         "the same signed body to the same receivers.",

@@ -20,7 +20,8 @@ import json
 from datetime import datetime, timezone
 from typing import Any
 
-from sqlalchemy import text
+from sqlalchemy import event, text
+from sqlalchemy.orm import Session as OrmSession
 from sqlmodel import Session, select
 
 from api.audit.models import AuditEvent
@@ -52,14 +53,29 @@ def event_hash(event: dict[str, Any]) -> str:
     return hashlib.sha256(canonical(event)).hexdigest()
 
 
+# session.info key: this transaction holds the chain lock; its value is the (seq, hash) of the
+# last event the transaction appended, or None before its first append. Dropped at commit and
+# at any rollback (a rolled-back savepoint may have taken appends, and the lock, with it).
+_CHAIN = "audit_chain_head"
+
+
+@event.listens_for(OrmSession, "after_commit")
+@event.listens_for(OrmSession, "after_soft_rollback")
+def _forget_chain(session: OrmSession, *_args) -> None:
+    session.info.pop(_CHAIN, None)
+
+
 def lock_chain(session: Session) -> None:
     """Serialise writers until commit: keeps the chain linear and outbox `seq` in commit order.
 
-    PostgreSQL: a transaction-scoped advisory lock (re-entrant within the transaction).
+    PostgreSQL: a transaction-scoped advisory lock, taken once per transaction.
     SQLite: every transaction already begins IMMEDIATE, holding the write lock.
     """
+    if _CHAIN in session.info:
+        return
     if session.get_bind().dialect.name == "postgresql":
         session.exec(text("SELECT pg_advisory_xact_lock(:k)").bindparams(k=_CHAIN_LOCK_ID))
+    session.info[_CHAIN] = None
 
 
 def record(
@@ -78,11 +94,19 @@ def record(
     policy_rule: str | None = None,
     policy_version: str | None = None,
 ) -> AuditEvent:
-    """Add one chained event to the session's transaction (the caller commits)."""
+    """Add one chained event to the session's transaction (the caller commits).
+
+    The head is read once per transaction, under the lock; later appends in the same
+    transaction chain onto the previous one without a query, and are inserted together at
+    the next flush."""
     lock_chain(session)
-    head = session.exec(select(AuditEvent).order_by(AuditEvent.seq.desc()).limit(1)).first()
+    if session.info[_CHAIN] is None:
+        head = session.exec(select(AuditEvent.seq, AuditEvent.hash)
+                            .order_by(AuditEvent.seq.desc()).limit(1)).first()
+        session.info[_CHAIN] = tuple(head) if head else (0, GENESIS_HASH)
+    head_seq, head_hash = session.info[_CHAIN]
     fields = dict(
-        seq=(head.seq + 1) if head else 1,
+        seq=head_seq + 1,
         at=utcnow(),
         actor=actor,
         actor_agency=actor_agency,
@@ -96,9 +120,9 @@ def record(
         policy_rule=policy_rule,
         policy_version=policy_version,
         outcome=outcome,
-        prev_hash=head.hash if head else GENESIS_HASH,
+        prev_hash=head_hash,
     )
-    event = AuditEvent(**fields, hash=event_hash(fields))
-    session.add(event)
-    session.flush()
-    return event
+    appended = AuditEvent(**fields, hash=event_hash(fields))
+    session.add(appended)
+    session.info[_CHAIN] = (appended.seq, appended.hash)
+    return appended

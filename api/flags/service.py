@@ -288,16 +288,25 @@ def _decide_and_record(session, policy, flag, version, publisher, previous, even
                 agency_id, True, earlier.policy_rule, "received an earlier version of this flag",
                 tuple(earlier.fields)))
     event_id = forwarding.new_event_id()
+    shares = [d for d in decisions if d.shared]
+    # Read once for every recipient: who is named on the flag, and how each is subscribed.
+    related = (_related_people(session, [flag.id]).get(flag.id, [])
+               if any("related_people" in d.fields for d in shares) else None)
+    subscriptions = forwarding.active_subscriptions(session, [d.agency_id for d in shares])
     for d in decisions:
         _disclose(session, policy, flag, version, d.agency_id, d.shared, d.reason, d.rule_id,
                   list(d.fields), d.acknowledge_within_hours, event_id=event_id,
-                  event_type=event_type, child=child, areas=context.areas)
+                  event_type=event_type, child=child, areas=context.areas, related=related,
+                  subscriptions=subscriptions.get(d.agency_id, []))
     return decisions
 
 
 def _disclose(session, policy, flag, version, recipient_id, shared, reason, rule_id, fields,
-              ack_hours, *, event_id, event_type, child, areas):
-    """Record one recipient decision; a share also goes to the outbox in this transaction."""
+              ack_hours, *, event_id, event_type, child, areas, related=None,
+              subscriptions=None):
+    """Record one recipient decision; a share also goes to the outbox in this transaction.
+    `related` and `subscriptions` are read here unless the caller, deciding for many
+    recipients, read them once for all."""
     now = utcnow()
     disclosure = Disclosure(
         flag_id=flag.id, flag_version=version.version, recipient_id=recipient_id, shared=shared,
@@ -305,10 +314,9 @@ def _disclose(session, policy, flag, version, recipient_id, shared, reason, rule
         acknowledge_by=now + timedelta(hours=ack_hours) if shared and ack_hours else None,
     )
     session.add(disclosure)
-    session.flush()
     if shared:
         data = {
-            "flag": _flag_out(session, flag, version, set(fields)),
+            "flag": _flag_out(session, flag, version, set(fields), related=related),
             "child": _child_identity(child),
             "shared_under": {"policy_rule": rule_id, "policy_version": policy.version,
                              "reason": reason, "fields": fields,
@@ -317,7 +325,8 @@ def _disclose(session, policy, flag, version, recipient_id, shared, reason, rule
         forwarding.enqueue(session, event_id=event_id, event_type=event_type,
                            recipient_id=recipient_id, data=jsonable_encoder(data),
                            category=flag.category, areas=areas, flag_id=flag.id,
-                           disclosure_id=disclosure.id, acknowledge_by=disclosure.acknowledge_by)
+                           disclosure_id=disclosure.id, acknowledge_by=disclosure.acknowledge_by,
+                           subscriptions=subscriptions)
     audit.record(session, actor=flag.publisher_id, actor_agency=flag.publisher_id,
                  action="flag.disclose" if shared else "flag.withhold",
                  outcome="shared" if shared else "not_shared", child_id=flag.child_id,

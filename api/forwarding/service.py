@@ -71,13 +71,19 @@ def enqueue(
     flag_id: str | None = None,
     disclosure_id: str | None = None,
     acknowledge_by: datetime | None = None,
+    subscriptions: list[Subscription] | None = None,
 ) -> Delivery | None:
     """Write one recipient's copy of an event to the outbox, routed by its subscriptions.
 
     An agency with no subscription still gets everything it is entitled to in its feed, so
     nothing is lost for want of set-up; one with subscriptions gets only what they select.
+    `subscriptions`: the recipient's from `active_subscriptions`, when the caller sends one
+    event to many recipients; otherwise they are read here. The row is inserted at the next
+    flush, with the transaction's other rows.
     """
-    route = _route(session, recipient_id, category, set(areas))
+    if subscriptions is None:
+        subscriptions = active_subscriptions(session, [recipient_id]).get(recipient_id, [])
+    route = _route(subscriptions, category, set(areas))
     if route is None:
         return None
     mode, subscription_id = route
@@ -89,15 +95,22 @@ def enqueue(
                         payload=event, flag_id=flag_id, disclosure_id=disclosure_id,
                         acknowledge_by=acknowledge_by)
     session.add(delivery)
-    session.flush()
     return delivery
 
 
-def _route(session: Session, recipient_id: str, category: str | None,
+def active_subscriptions(session: Session,
+                         recipient_ids: Iterable[str]) -> dict[str, list[Subscription]]:
+    """Each recipient's active subscriptions, oldest first, in one query (none: absent)."""
+    out: dict[str, list[Subscription]] = {}
+    for sub in session.exec(select(Subscription).where(
+            Subscription.agency_id.in_(list(recipient_ids)), Subscription.active.is_(True))
+            .order_by(Subscription.created_at)).all():
+        out.setdefault(sub.agency_id, []).append(sub)
+    return out
+
+
+def _route(subs: list[Subscription], category: str | None,
            areas: set[str]) -> tuple[str, str | None] | None:
-    subs = session.exec(select(Subscription).where(
-        Subscription.agency_id == recipient_id, Subscription.active.is_(True))
-        .order_by(Subscription.created_at)).all()
     if not subs:
         return "feed", None
     for sub in subs:
