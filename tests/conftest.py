@@ -80,6 +80,14 @@ def database_url(db_kind, tmp_path_factory) -> Iterator[str]:
         yield url
 
 
+@pytest.fixture
+def private_database_url(db_kind, tmp_path) -> Iterator[str]:
+    """An empty database of the test's own, for a server process that commits: the session's
+    database is shared by every rolled-back test and must hold only what the suite seeded."""
+    with fresh_database(db_kind, tmp_path) as url:
+        yield url
+
+
 @pytest.fixture(scope="session")
 def engine(database_url):
     upgrade(database_url)

@@ -896,8 +896,8 @@ async def test_checkpoints_signed_with_a_retired_key_stay_verifiable(client, app
     assert (await client.get("/v1/audit/keys", headers=world.auth("GP-A"))).status_code == 403
 
 
-def test_keys_rotate_command_against_a_running_server(database_url, tmp_path):
-    with running_server(database_url, tmp_path) as server:
+def test_keys_rotate_command_against_a_running_server(private_database_url, tmp_path):
+    with running_server(private_database_url, tmp_path) as server:
         server.add_agency("ROT-GP", "gp", BIRMINGHAM)
         out = run_cli(server.env, "users", "add", "--username", "rot.auditor", "--password",
                       PASSWORD, "--role", "auditor")

@@ -351,14 +351,14 @@ async def test_an_unexpected_error_is_an_opaque_problem_with_a_logged_incident_i
 LOG_FIELDS = {"time", "level", "logger", "message", "request_id", "principal", "path", "status"}
 
 
-def test_a_real_server_logs_json_lines_without_flag_content(database_url, tmp_path):
+def test_a_real_server_logs_json_lines_without_flag_content(private_database_url, tmp_path):
     """Publish and read a flag with distinctive content through `flagshare serve`: every line
     it writes is a JSON object with the request fields, and none holds that content."""
     summary = "Quillon Farthingale-Oyelaran disclosed zebrafinch bruising at nursery"
     subject = {"nhs_number": NHS[7], "given_name": "Quillon", "family_name": "Farthingale",
                "birth_date": "2021-05-04", "postcode": "B31 2AB"}
     spaced = f"{NHS[7][:3]} {NHS[7][3:6]} {NHS[7][6:]}"
-    with running_server(database_url, tmp_path, FLAGSHARE_LOG_FORMAT="json") as server:
+    with running_server(private_database_url, tmp_path, FLAGSHARE_LOG_FORMAT="json") as server:
         server.add_agency("LOG-POLICE", "police", "E08000025")
         with httpx.Client(base_url=server.url, timeout=30) as http:
             police = server.token(http, "LOG-POLICE")
