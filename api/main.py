@@ -4,13 +4,12 @@ request logging, health and metrics."""
 from __future__ import annotations
 
 import threading
-import time
 from collections.abc import Callable
 from contextlib import asynccontextmanager
 
-from fastapi import FastAPI, Request, Response
+from fastapi import FastAPI, Response
 from fastapi.responses import PlainTextResponse
-from prometheus_client import CONTENT_TYPE_LATEST, Counter, Histogram, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from sqlalchemy import text
 from sqlmodel import Session
 
@@ -29,16 +28,13 @@ from api.forwarding.worker import start_in_process
 from api.households.router import router as households_router
 from api.identity.router import router as identity_router
 from api.logs import RequestContext
+from api.metrics import RequestMetrics
 from api.policy.loader import load_policy
 from api.ratelimit import RateLimits
 from api.reports.router import router as reports_router
 from api.security_headers import SecurityHeaders
 from api.settings import Settings, get_settings
 from api.transfers.router import router as transfers_router
-
-REQUESTS = Counter("flagshare_http_requests_total", "HTTP requests", ["method", "route", "status"])
-LATENCY = Histogram("flagshare_http_request_seconds", "HTTP request latency", ["method", "route"])
-
 
 def create_app(settings: Settings | None = None,
                session_factory: Callable[[], Session] | None = None) -> FastAPI:
@@ -81,17 +77,8 @@ def create_app(settings: Settings | None = None,
     app.include_router(children_router)
     install_console(app)
 
-    @app.middleware("http")
-    async def _metrics(request: Request, call_next):
-        start = time.perf_counter()
-        response = await call_next(request)
-        route = request.scope.get("route")
-        path = getattr(route, "path", "unmatched")
-        LATENCY.labels(request.method, path).observe(time.perf_counter() - start)
-        REQUESTS.labels(request.method, path, str(response.status_code)).inc()
-        return response
-
     # Outermost last: each request gets its id and log context first, then its headers.
+    app.add_middleware(RequestMetrics)
     app.add_middleware(AdmissionLimit, limit=settings.max_concurrent_requests)
     app.add_middleware(problems.RequestGuard, max_bytes=settings.max_body_bytes)
     app.add_middleware(problems.InternalErrors)

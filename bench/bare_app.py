@@ -1,6 +1,7 @@
 """The stack's ceiling: a bare FastAPI app on the same uvicorn, engine and driver as flagshare,
-with one endpoint doing one INSERT of the posted JSON body and one doing a primary-key SELECT.
-No auth, no policy, no audit: what is left is the framework, the driver and the database.
+with one endpoint doing one INSERT of the posted JSON body and two doing a primary-key SELECT (of
+its own table, and of flagshare's `person` table when the database holds one). No auth, no
+policy, no audit: what is left is the framework, the driver and the database.
 
     python -m bench.bare_app --database-url URL --port PORT
 """
@@ -21,6 +22,9 @@ from api.db import make_engine
 TABLE = sa.Table("bench_insert", sa.MetaData(),
                  sa.Column("id", sa.String(36), primary_key=True),
                  sa.Column("body", sa.JSON, nullable=False))
+
+
+PERSON = sa.text("SELECT * FROM person WHERE id = :id")
 
 
 def session(request: Request):
@@ -49,6 +53,14 @@ def create_bare_app(database_url: str) -> FastAPI:
         if row is None:
             raise HTTPException(404)
         return {"id": row.id, "body": row.body}
+
+    @app.get("/people/{person_id}")
+    def person(person_id: str, s: SessionDep) -> dict[str, Any]:
+        """The child view's baseline: one child's row by primary key."""
+        row = s.execute(PERSON, {"id": person_id}).mappings().first()
+        if row is None:
+            raise HTTPException(404)
+        return dict(row)
 
     return app
 

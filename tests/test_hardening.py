@@ -389,3 +389,25 @@ def test_log_format_defaults_to_json_outside_development(settings):
     assert settings.model_copy(update={"environment": "production"}).effective_log_format == "json"
     with pytest.raises(ValueError):
         Settings(database_url=settings.database_url, log_format="xml")
+
+
+async def test_request_metrics_count_by_route_template_and_status(client, world):
+    """The route's template is the label, never the concrete path (which may be an NHS number);
+    a 404 for an unknown path counts as unmatched."""
+    def count(route: str, status: str, text: str) -> float:
+        line = (f'flagshare_http_requests_total{{method="GET",route="{route}",'
+                f'status="{status}"}} ')
+        found = [row for row in text.splitlines() if row.startswith(line)]
+        return float(found[0].split()[-1]) if found else 0.0
+
+    before = (await client.get("/metrics")).text
+    headers = world.auth("GP-A")
+    assert (await client.get("/v1/agencies/GP-A", headers=headers)).status_code == 200
+    assert (await client.get("/v1/no-such-thing")).status_code == 404
+    after = (await client.get("/metrics")).text
+    assert count("/v1/agencies/{agency_id}", "200", after) == \
+        count("/v1/agencies/{agency_id}", "200", before) + 1
+    assert count("unmatched", "404", after) == count("unmatched", "404", before) + 1
+    assert "/v1/agencies/GP-A" not in after
+    assert 'flagshare_http_request_seconds_count{method="GET",route="/v1/agencies/{agency_id}"}' \
+        in after

@@ -13,6 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import date, datetime
 
+from sqlalchemy import bindparam
 from sqlmodel import Session, or_, select
 
 from api.agencies.models import Agency
@@ -189,9 +190,19 @@ def search(session: Session, access: AccessPolicy, reader: Reader, probe: Search
     return items, len(shown) > offset + limit
 
 
+# Statements of the view, built once: it runs on every read of a child. Bind parameters are
+# named after what they hold (child_id, agency_id, ids as a list, limit).
+_MERGED_INTO = (select(Person.id).where(Person.merged_into_id == bindparam("child_id"))
+                .order_by(Person.id))
+_RECENT_READS = (select(AuditEvent.at, AuditEvent.actor, AuditEvent.actor_agency,
+                        AuditEvent.purpose, AuditEvent.action)
+                 .where(AuditEvent.child_id == bindparam("child_id"),
+                        AuditEvent.action.in_(READ_ACTIONS))
+                 .order_by(AuditEvent.seq.desc()).limit(bindparam("limit")))
+
+
 def identity(session: Session, child: Person) -> dict:
-    merged = session.exec(select(Person.id).where(Person.merged_into_id == child.id)
-                          .order_by(Person.id)).all()
+    merged = session.scalars(_MERGED_INTO, {"child_id": child.id}).all()
     return {
         "child_id": child.id, "nhs_number": child.nhs_number, "given_name": child.given_name,
         "family_name": child.family_name, "birth_date": child.birth_date, "sex": child.sex,
@@ -202,21 +213,23 @@ def identity(session: Session, child: Person) -> dict:
 
 
 def recent_accesses(session: Session, child_id: str, limit: int) -> list[dict]:
-    rows = session.exec(select(AuditEvent.at, AuditEvent.actor, AuditEvent.actor_agency,
-                               AuditEvent.purpose, AuditEvent.action).where(
-        AuditEvent.child_id == child_id, AuditEvent.action.in_(READ_ACTIONS))
-        .order_by(AuditEvent.seq.desc()).limit(limit)).all() if limit else []
+    rows = session.execute(_RECENT_READS, {"child_id": child_id, "limit": limit}).all() \
+        if limit else []
     return [{"at": e.at, "actor": e.actor, "organisation": e.actor_agency, "purpose": e.purpose,
              "break_glass": e.action == "child.break_glass"} for e in rows]
+
+
+_ACTIVE_PLANS = (select(Flag, Agency).join(Agency, Agency.id == Flag.publisher_id).where(
+    Flag.child_id == bindparam("child_id"), Flag.status == "active",
+    Flag.category.in_(bindparam("categories", expanding=True))).order_by(Flag.created_at))
 
 
 def plan_owners_to_tell(session: Session, access: AccessPolicy, reader: Reader,
                         child: Person) -> list[tuple[Agency, list[Flag]]]:
     """Each children's social care holding an active plan for the child, with its plans, when
     the reader is outside that area and the read is not silent."""
-    plans = session.exec(select(Flag, Agency).join(Agency, Agency.id == Flag.publisher_id).where(
-        Flag.child_id == child.id, Flag.status == "active",
-        Flag.category.in_(access.notify.categories)).order_by(Flag.created_at)).all()
+    plans = session.exec(_ACTIVE_PLANS, params={"child_id": child.id,
+                                                 "categories": list(access.notify.categories)}).all()
     owners: dict[str, tuple[Agency, list[Flag]]] = {}
     for flag, owner in plans:
         if owner.area != reader.area and owner.id != reader.organisation:
@@ -306,6 +319,25 @@ def _links(*where, person_is=PersonLink.person_id):
             .outerjoin(Flag, Flag.id == PersonLink.flag_id).where(*where))
 
 
+_LINKS_OF_CHILD = _links(PersonLink.child_id == bindparam("child_id")).order_by(
+    PersonLink.created_at)
+# Other children linked to the same parents or household members (ids), or naming this child
+# as their sibling; the person columns are the other child's.
+_SIBLING_LINKS = _links(or_(PersonLink.person_id.in_(bindparam("ids", expanding=True))
+                            & PersonLink.role.in_(HOUSEHOLD_ROLES),
+                            (PersonLink.person_id == bindparam("child_id"))
+                            & (PersonLink.role == "sibling")),
+                        PersonLink.child_id != bindparam("child_id"),
+                        Person.merged_into_id.is_(None), person_is=PersonLink.child_id)
+_PARENT_LINKS = _links(PersonLink.child_id.in_(bindparam("ids", expanding=True)),
+                       PersonLink.role == "parent")
+_RELATED_PEOPLE_SHARED = (
+    select(Disclosure.flag_id, Disclosure.fields).where(
+        Disclosure.flag_id.in_(bindparam("ids", expanding=True)),
+        Disclosure.recipient_id == bindparam("agency_id"), Disclosure.shared.is_(True))
+    .order_by(Disclosure.flag_version, Disclosure.created_at))
+
+
 def _visible_links(session: Session, reader: Reader, rows: list) -> list:
     """Links the reader may see: identity links (no flag), and links named on a flag the reader
     was given with its related people (a MASH practitioner: any flag not entered in error)."""
@@ -314,10 +346,8 @@ def _visible_links(session: Session, reader: Reader, rows: list) -> list:
     if not reader.practitioner and ok:
         agency_id = reader.agency.id
         latest: dict[str, list] = {}
-        for flag_id, fields in session.exec(select(Disclosure.flag_id, Disclosure.fields).where(
-                Disclosure.flag_id.in_(ok), Disclosure.recipient_id == agency_id,
-                Disclosure.shared.is_(True)).order_by(Disclosure.flag_version,
-                                                      Disclosure.created_at)).all():
+        for flag_id, fields in session.execute(_RELATED_PEOPLE_SHARED, {
+                "ids": list(ok), "agency_id": agency_id}):
             latest[flag_id] = fields
         publisher = {r.flag_id: r.flag_publisher for r in rows if r.flag_id in ok}
         ok = {fid for fid in ok if publisher[fid] == agency_id
@@ -327,8 +357,7 @@ def _visible_links(session: Session, reader: Reader, rows: list) -> list:
 
 def _related_links(session: Session, reader: Reader, child_id: str) -> list:
     """The people linked to the child as the reader may see them, one row per link."""
-    rows = session.exec(_links(PersonLink.child_id == child_id)
-                        .order_by(PersonLink.created_at)).all()
+    rows = session.execute(_LINKS_OF_CHILD, {"child_id": child_id}).all()
     return _visible_links(session, reader, rows)
 
 
@@ -351,13 +380,8 @@ def _people(links: list) -> list[dict]:
 def _siblings(session: Session, reader: Reader, child_id: str, related: list) -> list[dict]:
     """Children named as siblings, and children sharing a parent or household member."""
     shared_ids = {r.person_id for r in related if r.role in HOUSEHOLD_ROLES}
-    rows = session.exec(_links(or_(PersonLink.person_id.in_(shared_ids)
-                                   & PersonLink.role.in_(HOUSEHOLD_ROLES),
-                                   (PersonLink.person_id == child_id)
-                                   & (PersonLink.role == "sibling")),
-                               PersonLink.child_id != child_id,
-                               Person.merged_into_id.is_(None),
-                               person_is=PersonLink.child_id)).all()
+    rows = session.execute(_SIBLING_LINKS, {"ids": list(shared_ids),
+                                            "child_id": child_id}).all()
     found: dict[str, tuple] = {}
     for link in _visible_links(session, reader, rows):
         via = {"person_id": link.person_id, "role": link.role}
@@ -387,21 +411,25 @@ def _siblings(session: Session, reader: Reader, child_id: str, related: list) ->
 
 
 def _parents(session: Session, reader: Reader, child_ids: list[str]) -> dict[str, set[str]]:
-    rows = session.exec(_links(PersonLink.child_id.in_(child_ids),
-                               PersonLink.role == "parent")).all()
+    rows = session.execute(_PARENT_LINKS, {"ids": child_ids}).all()
     out: dict[str, set[str]] = {}
     for link in _visible_links(session, reader, rows):
         out.setdefault(link.child_id, set()).add(link.person_id)
     return out
 
 
+_TRANSFERS = (select(*Transfer.__table__.c).where(Transfer.child_id == bindparam("child_id"))
+              .order_by(Transfer.created_at))
+_MOVES = (select(*SuspectedMove.__table__.c)
+          .where(SuspectedMove.child_id == bindparam("child_id"))
+          .order_by(SuspectedMove.created_at))
+
+
 def _transfers_and_moves(session: Session, reader: Reader, child_id: str, today: date) -> dict:
     """All of them for a MASH practitioner; for an agency, as the transfers endpoints show:
     children's social care and MASH agencies see those touching their own area."""
-    transfers = session.exec(select(Transfer).where(Transfer.child_id == child_id)
-                             .order_by(Transfer.created_at)).all()
-    moves = session.exec(select(SuspectedMove).where(SuspectedMove.child_id == child_id)
-                         .order_by(SuspectedMove.created_at)).all()
+    transfers = session.execute(_TRANSFERS, {"child_id": child_id}).all()
+    moves = session.execute(_MOVES, {"child_id": child_id}).all()
     if not reader.practitioner:
         area = reader.agency.area if reader.agency.kind in AREA_KINDS else None
         transfers = [t for t in transfers if area in (t.from_area, t.to_area)]
@@ -410,17 +438,25 @@ def _transfers_and_moves(session: Session, reader: Reader, child_id: str, today:
             "suspected_moves": [move_out(m) for m in moves]}
 
 
+_OUTSTANDING = (select(Delivery.id, Delivery.event_type, Delivery.flag_id, Delivery.recipient_id,
+                       Delivery.status, Delivery.created_at, Delivery.acknowledge_by)
+                .join(Flag, Flag.id == Delivery.flag_id)
+                .where(Flag.child_id == bindparam("child_id"), Delivery.ack_status.is_(None))
+                .order_by(Delivery.seq))
+# An agency: deliveries sent to it, and those of flags it published.
+_OUTSTANDING_FOR_AGENCY = _OUTSTANDING.where(or_(
+    Delivery.recipient_id == bindparam("agency_id"),
+    Flag.publisher_id == bindparam("agency_id")))
+
+
 def _outstanding(session: Session, reader: Reader, child_id: str, now: datetime) -> list[dict]:
     """Unacknowledged deliveries of the child's flags: all for a MASH practitioner; for an
     agency, those sent to it and those of flags it published."""
-    query = (select(Delivery.id, Delivery.event_type, Delivery.flag_id, Delivery.recipient_id,
-                    Delivery.status, Delivery.created_at, Delivery.acknowledge_by)
-             .join(Flag, Flag.id == Delivery.flag_id)
-             .where(Flag.child_id == child_id, Delivery.ack_status.is_(None)))
-    if not reader.practitioner:
-        query = query.where(or_(Delivery.recipient_id == reader.agency.id,
-                                Flag.publisher_id == reader.agency.id))
-    rows = session.exec(query.order_by(Delivery.seq)).all()
+    if reader.practitioner:
+        rows = session.execute(_OUTSTANDING, {"child_id": child_id}).all()
+    else:
+        rows = session.execute(_OUTSTANDING_FOR_AGENCY, {"child_id": child_id,
+                                                         "agency_id": reader.agency.id}).all()
     return [{"delivery_id": d.id, "event_type": d.event_type, "flag_id": d.flag_id,
              "recipient": d.recipient_id, "status": d.status, "created_at": d.created_at,
              "acknowledge_by": d.acknowledge_by,

@@ -9,6 +9,7 @@ from __future__ import annotations
 from datetime import timedelta
 
 from fastapi.encoders import jsonable_encoder
+from sqlalchemy import bindparam
 from sqlmodel import Session, or_, select
 
 from api.agencies.models import Agency
@@ -157,6 +158,26 @@ def visible_flag(session: Session, principal: Principal, flag_id: str, *,
     return out
 
 
+# Built once: the child view reads a chronology on every request. Bind parameters: child_id,
+# agency_id, and ids (a list).
+_FLAGS_OF_CHILD = (select(Flag).where(Flag.child_id == bindparam("child_id"))
+                   .order_by(Flag.created_at.desc(), Flag.id.desc()))
+_SHARED_WITH = (select(Disclosure.flag_id, Disclosure.flag_version, Disclosure.fields).where(
+    Disclosure.flag_id.in_(bindparam("ids", expanding=True)),
+    Disclosure.recipient_id == bindparam("agency_id"), Disclosure.shared.is_(True))
+    .order_by(Disclosure.flag_version, Disclosure.created_at))
+_ALL_VERSIONS = (select(FlagVersion).where(FlagVersion.flag_id.in_(bindparam("ids",
+                                                                           expanding=True)))
+                 .order_by(FlagVersion.version.desc()))
+_CURRENT_VERSIONS = _ALL_VERSIONS.join(Flag, (Flag.id == FlagVersion.flag_id)
+                                       & (Flag.version == FlagVersion.version))
+_PEOPLE_NAMED = (select(PersonLink.flag_id, PersonLink.person_id, PersonLink.role,
+                        PersonLink.relationship, Person.nhs_number, Person.given_name,
+                        Person.family_name, Person.birth_date)
+                 .join(Person, Person.id == PersonLink.person_id)
+                 .where(PersonLink.flag_id.in_(bindparam("ids", expanding=True))))
+
+
 def child_flags(session: Session, child_id: str, agency_id: str | None, *,
                 history: bool = False) -> list[dict]:
     """The child's flags as one chronology, newest first, each as this reader may see it.
@@ -166,33 +187,28 @@ def child_flags(session: Session, child_id: str, agency_id: str | None, *,
     latest disclosure gave it; nothing else. Versions collapse to the current one unless
     `history` is asked for, which also shows flags entered in error.
     """
-    flags = session.exec(select(Flag).where(Flag.child_id == child_id)
-                         .order_by(Flag.created_at.desc(), Flag.id.desc())).all()
+    flags = session.exec(_FLAGS_OF_CHILD, params={"child_id": child_id}).all()
     if not history:
         flags = [f for f in flags if f.status != "entered_in_error"]
     if not flags:
         return []
-    ids = [f.id for f in flags]
     fields: dict[str, frozenset[str] | None] = {}
     received: dict[str, set[int]] = {}
     if agency_id is None:
         fields = {f.id: MASH_FIELDS for f in flags}
     else:
-        for d in session.exec(select(Disclosure).where(
-                Disclosure.flag_id.in_(ids), Disclosure.recipient_id == agency_id,
-                Disclosure.shared.is_(True)).order_by(Disclosure.flag_version,
-                                                      Disclosure.created_at)).all():
-            fields[d.flag_id] = frozenset(d.fields)
-            received.setdefault(d.flag_id, set()).add(d.flag_version)
+        for flag_id, version, shown in session.execute(_SHARED_WITH, {
+                "ids": [f.id for f in flags], "agency_id": agency_id}):
+            fields[flag_id] = frozenset(shown)
+            received.setdefault(flag_id, set()).add(version)
         fields.update({f.id: None for f in flags if f.publisher_id == agency_id})
     flags = [f for f in flags if f.id in fields]
+    if not flags:
+        return []
     ids = [f.id for f in flags]
     versions: dict[str, list[FlagVersion]] = {}
-    query = select(FlagVersion).where(FlagVersion.flag_id.in_(ids))
-    if not history:
-        query = query.join(Flag, (Flag.id == FlagVersion.flag_id)
-                           & (Flag.version == FlagVersion.version))
-    for v in session.exec(query.order_by(FlagVersion.version.desc())).all():
+    for v in session.exec(_ALL_VERSIONS if history else _CURRENT_VERSIONS,
+                          params={"ids": ids}).all():
         versions.setdefault(v.flag_id, []).append(v)
     related = _related_people(session, ids)
     out = []
@@ -456,13 +472,11 @@ def _related_people(session, flag_ids: list[str]) -> dict[str, list[dict]]:
     out: dict[str, list[dict]] = {}
     if not flag_ids:
         return out
-    rows = session.exec(select(PersonLink, Person).join(Person, Person.id == PersonLink.person_id)
-                        .where(PersonLink.flag_id.in_(flag_ids))).all()
-    for link, p in rows:
-        out.setdefault(link.flag_id, []).append(
-            {"person_id": p.id, "role": link.role, "relationship": link.relationship,
-             "nhs_number": p.nhs_number, "given_name": p.given_name,
-             "family_name": p.family_name, "birth_date": p.birth_date})
+    for row in session.execute(_PEOPLE_NAMED, {"ids": flag_ids}):
+        out.setdefault(row.flag_id, []).append(
+            {"person_id": row.person_id, "role": row.role, "relationship": row.relationship,
+             "nhs_number": row.nhs_number, "given_name": row.given_name,
+             "family_name": row.family_name, "birth_date": row.birth_date})
     return out
 
 

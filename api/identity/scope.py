@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from datetime import date
 
+from sqlalchemy import bindparam, union
 from sqlmodel import Session, or_, select
 
 from api.agencies.models import Agency
@@ -12,23 +13,28 @@ from api.identity.models import PersonLink, Relationship
 from api.transfers.models import Transfer
 
 
+# Built once: the view of a child checks its scope on every read. `on` is the day.
+_CHILD_AREAS = union(
+    select(Agency.area).join(Relationship, Relationship.agency_id == Agency.id).where(
+        Relationship.child_id == bindparam("child_id"), Relationship.start <= bindparam("on"),
+        or_(Relationship.end.is_(None), Relationship.end >= bindparam("on"))),
+    select(Agency.area).join(Flag, Flag.publisher_id == Agency.id).where(
+        Flag.child_id == bindparam("child_id"), Flag.status != "entered_in_error"),
+    select(Agency.area).join(PersonLink, PersonLink.agency_id == Agency.id).where(
+        PersonLink.child_id == bindparam("child_id"), PersonLink.flag_id.is_(None)),
+    select(Transfer.from_area).where(Transfer.child_id == bindparam("child_id"),
+                                     Transfer.status != "withdrawn"),
+    select(Transfer.to_area).where(Transfer.child_id == bindparam("child_id"),
+                                   Transfer.status != "withdrawn"),
+)
+
+
 def child_areas(session: Session, child_id: str, on: date | None = None) -> set[str]:
     """Areas where the child lives or is worked with (agencies holding a current relationship),
     where an agency flagged it (a flag entered in error does not count) or recorded its
     household, and both ends of any transfer that is not withdrawn."""
-    on = on or date.today()
-    working = select(Agency.area).join(Relationship, Relationship.agency_id == Agency.id).where(
-        Relationship.child_id == child_id, Relationship.start <= on,
-        or_(Relationship.end.is_(None), Relationship.end >= on))
-    flagged = select(Agency.area).join(Flag, Flag.publisher_id == Agency.id).where(
-        Flag.child_id == child_id, Flag.status != "entered_in_error")
-    household = select(Agency.area).join(PersonLink, PersonLink.agency_id == Agency.id).where(
-        PersonLink.child_id == child_id, PersonLink.flag_id.is_(None))
-    areas = set(session.scalars(working.union(flagged, household)).all())
-    for from_area, to_area in session.exec(select(Transfer.from_area, Transfer.to_area).where(
-            Transfer.child_id == child_id, Transfer.status != "withdrawn")).all():
-        areas.update((from_area, to_area))
-    return areas
+    return set(session.scalars(_CHILD_AREAS, {"child_id": child_id,
+                                              "on": on or date.today()}).all())
 
 
 def person_areas(session: Session, person_id: str) -> set[str]:
