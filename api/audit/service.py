@@ -65,6 +65,9 @@ def _forget_chain(session: OrmSession, *_args) -> None:
     session.info.pop(_CHAIN, None)
 
 
+_HEAD = select(AuditEvent.seq, AuditEvent.hash).order_by(AuditEvent.seq.desc()).limit(1)
+
+
 def lock_chain(session: Session) -> None:
     """Serialise writers until commit: keeps the chain linear and outbox `seq` in commit order.
 
@@ -101,8 +104,7 @@ def record(
     the next flush."""
     lock_chain(session)
     if session.info[_CHAIN] is None:
-        head = session.exec(select(AuditEvent.seq, AuditEvent.hash)
-                            .order_by(AuditEvent.seq.desc()).limit(1)).first()
+        head = session.exec(_HEAD).first()
         session.info[_CHAIN] = tuple(head) if head else (0, GENESIS_HASH)
     head_seq, head_hash = session.info[_CHAIN]
     fields = dict(

@@ -160,14 +160,15 @@ def visible_flag(session: Session, principal: Principal, flag_id: str, *,
 
 # Built once: the child view reads a chronology on every request. Bind parameters: child_id,
 # agency_id, and ids (a list).
-_FLAGS_OF_CHILD = (select(Flag).where(Flag.child_id == bindparam("child_id"))
+# Plain rows with the models' column names: no ORM objects to build for a read.
+_FLAGS_OF_CHILD = (select(*Flag.__table__.c).where(Flag.child_id == bindparam("child_id"))
                    .order_by(Flag.created_at.desc(), Flag.id.desc()))
 _SHARED_WITH = (select(Disclosure.flag_id, Disclosure.flag_version, Disclosure.fields).where(
     Disclosure.flag_id.in_(bindparam("ids", expanding=True)),
     Disclosure.recipient_id == bindparam("agency_id"), Disclosure.shared.is_(True))
     .order_by(Disclosure.flag_version, Disclosure.created_at))
-_ALL_VERSIONS = (select(FlagVersion).where(FlagVersion.flag_id.in_(bindparam("ids",
-                                                                           expanding=True)))
+_ALL_VERSIONS = (select(*FlagVersion.__table__.c)
+                 .where(FlagVersion.flag_id.in_(bindparam("ids", expanding=True)))
                  .order_by(FlagVersion.version.desc()))
 _CURRENT_VERSIONS = _ALL_VERSIONS.join(Flag, (Flag.id == FlagVersion.flag_id)
                                        & (Flag.version == FlagVersion.version))
@@ -187,7 +188,7 @@ def child_flags(session: Session, child_id: str, agency_id: str | None, *,
     latest disclosure gave it; nothing else. Versions collapse to the current one unless
     `history` is asked for, which also shows flags entered in error.
     """
-    flags = session.exec(_FLAGS_OF_CHILD, params={"child_id": child_id}).all()
+    flags = session.execute(_FLAGS_OF_CHILD, {"child_id": child_id}).all()
     if not history:
         flags = [f for f in flags if f.status != "entered_in_error"]
     if not flags:
@@ -206,9 +207,8 @@ def child_flags(session: Session, child_id: str, agency_id: str | None, *,
     if not flags:
         return []
     ids = [f.id for f in flags]
-    versions: dict[str, list[FlagVersion]] = {}
-    for v in session.exec(_ALL_VERSIONS if history else _CURRENT_VERSIONS,
-                          params={"ids": ids}).all():
+    versions: dict[str, list] = {}
+    for v in session.execute(_ALL_VERSIONS if history else _CURRENT_VERSIONS, {"ids": ids}):
         versions.setdefault(v.flag_id, []).append(v)
     related = _related_people(session, ids)
     out = []

@@ -13,6 +13,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import date
 
+from sqlalchemy import bindparam
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, select
 
@@ -126,10 +127,7 @@ def risk_history(session: Session, rule: HouseholdRiskRule, person_id: str) -> l
 
 def told_for_child(session: Session, child_id: str) -> list[dict]:
     """What this child's agencies were told of household members' histories, newest first."""
-    rows = session.exec(
-        _history_query(RiskAlert).join(RiskAlert, RiskAlert.history_flag_id == Flag.id)
-        .where(RiskAlert.child_id == child_id)
-        .order_by(RiskAlert.created_at.desc(), RiskAlert.id)).all()
+    rows = session.exec(_TOLD_FOR_CHILD, params={"child_id": child_id}).all()
     return [{"person_id": alert.person_id, "told_at": alert.created_at,
              **_item(flag, version, publisher, None).told()}
             for alert, flag, version, publisher in rows]
@@ -141,6 +139,12 @@ def _history_query(first):
             .join(FlagVersion, (FlagVersion.flag_id == Flag.id)
                   & (FlagVersion.version == Flag.version))
             .join(Agency, Agency.id == Flag.publisher_id))
+
+
+# Built once: read on every MASH view of a child.
+_TOLD_FOR_CHILD = (_history_query(RiskAlert).join(RiskAlert, RiskAlert.history_flag_id == Flag.id)
+                   .where(RiskAlert.child_id == bindparam("child_id"))
+                   .order_by(RiskAlert.created_at.desc(), RiskAlert.id))
 
 
 def _item(flag: Flag, version: FlagVersion, publisher: Agency, role: str | None) -> HistoryItem:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from datetime import date
 
+from sqlalchemy import bindparam
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, or_, select
 
@@ -113,15 +114,17 @@ def link_person(session: Session, child_id: str, person_id: str, role: str,
     return link
 
 
+# Built once: read on every publish and every view of a child.
+_RELATIONSHIPS_ON = (select(Relationship, Agency).join(Agency, Agency.id == Relationship.agency_id)
+                     .where(Relationship.child_id == bindparam("child_id"),
+                            Relationship.start <= bindparam("on"),
+                            or_(Relationship.end.is_(None), Relationship.end >= bindparam("on"))))
+
+
 def current_relationships(session: Session, child_id: str, on: date | None = None):
     """(relationship, agency) pairs in force on the given day (default today)."""
-    on = on or date.today()
-    return session.exec(
-        select(Relationship, Agency)
-        .join(Agency, Agency.id == Relationship.agency_id)
-        .where(Relationship.child_id == child_id, Relationship.start <= on,
-               or_(Relationship.end.is_(None), Relationship.end >= on))
-    ).all()
+    return session.exec(_RELATIONSHIPS_ON, params={"child_id": child_id,
+                                                   "on": on or date.today()}).all()
 
 
 def add_relationship(session: Session, agency: Agency, body: RelationshipCreate) -> Relationship:
