@@ -103,21 +103,29 @@ def review_people(session: Session, policy: Policy, person_ids: Iterable[str],
     if rule is None:
         return
     for person_id in dict.fromkeys(person_ids):
-        history = risk_history(session, rule, person_id)
-        if not history:
+        links = joined_children(session, rule, person_id)
+        if not links:
             continue
-        for link in joined_children(session, rule, person_id):
+        # A child is never told of its own flags: with one child joined, only history about
+        # other children can be untold, and an adult flagged again and again about the same
+        # child has none to read.
+        history = risk_history(session, rule, person_id,
+                               not_about=links[0].child_id if len(links) == 1 else None)
+        for link in links:
             untold = [h for h in history if h.child_id != link.child_id]
             _raise_risk_joined(session, rule, link, untold, actor)
 
 
-def risk_history(session: Session, rule: HouseholdRiskRule, person_id: str) -> list[HistoryItem]:
-    """Flags naming the person in a role the policy lets travel, oldest first, each once."""
-    rows = session.exec(
-        _history_query(PersonLink.role).join(PersonLink, PersonLink.flag_id == Flag.id)
-        .where(PersonLink.person_id == person_id, Flag.status != "entered_in_error",
-               Flag.category.in_(list(rule.history)))
-        .order_by(Flag.created_at, Flag.id)).all()
+def risk_history(session: Session, rule: HouseholdRiskRule, person_id: str,
+                 not_about: str | None = None) -> list[HistoryItem]:
+    """Flags naming the person in a role the policy lets travel, oldest first, each once;
+    without those about the child `not_about`, if given."""
+    query = (_history_query(PersonLink.role).join(PersonLink, PersonLink.flag_id == Flag.id)
+             .where(PersonLink.person_id == person_id, Flag.status != "entered_in_error",
+                    Flag.category.in_(list(rule.history))))
+    if not_about is not None:
+        query = query.where(Flag.child_id != not_about)
+    rows = session.exec(query.order_by(Flag.created_at, Flag.id)).all()
     items: dict[str, HistoryItem] = {}
     for role, flag, version, publisher in rows:
         if role in rule.history[flag.category] and flag.id not in items:
@@ -231,8 +239,10 @@ def _raise_risk_joined(session: Session, rule: HouseholdRiskRule, link: PersonLi
     if not history:
         return
     event_id = forwarding.new_event_id()
-    untold = [item for item in history
-              if _claim(session, link.person_id, link.child_id, item.flag_id, event_id)]
+    told = set(session.exec(select(RiskAlert.history_flag_id).where(
+        RiskAlert.person_id == link.person_id, RiskAlert.child_id == link.child_id)).all())
+    untold = [item for item in history if item.flag_id not in told
+              and _claim(session, link.person_id, link.child_id, item.flag_id, event_id)]
     if not untold:
         return
     recipients, areas = _risk_recipients(session, rule, link)
@@ -279,11 +289,8 @@ def _risk_recipients(session: Session, rule: HouseholdRiskRule,
 
 
 def _claim(session: Session, person_id: str, child_id: str, flag_id: str, event_id: str) -> bool:
-    """Record that this history flag is told to this child's agencies; False if it was."""
-    if session.exec(select(RiskAlert.id).where(
-            RiskAlert.person_id == person_id, RiskAlert.child_id == child_id,
-            RiskAlert.history_flag_id == flag_id)).first():
-        return False
+    """Record that this history flag is told to this child's agencies; False if another
+    request told it first."""
     try:
         with session.begin_nested():
             session.add(RiskAlert(person_id=person_id, child_id=child_id,
