@@ -330,8 +330,11 @@ async def test_checkpoints_fall_due_by_count_and_by_time(client, world, session,
     last = cp.seq + checkpoints.EVERY_EVENTS - 1
     while session.exec(select(func.max(AuditEvent.seq))).one() < last:
         audit.record(session, actor="test", action="token.issue", outcome="issued")
+        audit.append_pending(session)  # appended now, as at a commit
     assert not checkpoints.checkpoint_due(session, cp.at)
     audit.record(session, actor="test", action="token.issue", outcome="issued")
+    assert not checkpoints.checkpoint_due(session, cp.at)  # queued, not yet in the log
+    audit.append_pending(session)
     assert checkpoints.checkpoint_due(session, cp.at)
 
 

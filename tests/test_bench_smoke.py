@@ -12,7 +12,8 @@ SECTIONS = ["Publish throughput (issue 10)", "Publish → webhook received at a 
             "Fan-out (issue 3)", "Audit log: verification and CSV export (issue 5)",
             "Overdue sweep (issue 4)", "Child view (issue 6)"]
 TARGETS = ["Publish throughput vs bare INSERT endpoint",
-           "Child view p99 vs primary-key SELECT p99",
+           "Child view p99 vs primary-key SELECT endpoint p99 (same stack, over loopback)",
+           "Child view p99 vs primary-key SELECT p99 in-process (no HTTP)",
            "Offline audit verification vs raw SHA-256"]
 
 

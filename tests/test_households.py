@@ -203,6 +203,7 @@ async def test_an_adult_without_nhs_number_is_queued_not_assumed(client, world, 
     practitioner = Principal(sub="mash.b", role="mash_practitioner", agency_id="MASH-B",
                              area=SANDWELL, issuer="test")
     confirm(session, policy, practitioner, match.id, "same man: checked with police")
+    session.commit()  # as the endpoint does: alerts go to the outbox at commit
     assert recipients(session, "household.risk_joined") == ["CSC-B", "MASH-B"]
 
 
@@ -297,6 +298,7 @@ async def test_an_unborn_sibling_born_reaches_the_plan_owner(client, world, sess
     practitioner = Principal(sub="mash.a", role="mash_practitioner", agency_id="MASH-A",
                              area="E08000025", issuer="test")
     confirm(session, policy, practitioner, match.id, "born 28 October, same mother")
+    session.commit()  # as the endpoint does: alerts go to the outbox at commit
     sent = events(session, "sibling.flagged")
     assert len(sent) == before + 1
     assert sent[-1].recipient_id == "CSC-A"

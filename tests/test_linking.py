@@ -137,6 +137,7 @@ def test_a_record_without_nhs_number_is_queued_never_merged(session, world):
     assert (match.kind, match.status, match.area, match.other_area) == (
         "demographics", "open", BIRMINGHAM, None)
     assert {"field": "birth_date", "match": "day_month_transposed"} in match.reasons
+    session.commit()  # as a request does: alerts and the log are written at commit
     [alert] = session.exec(select(Delivery).where(Delivery.event_type == "match.proposed")).all()
     assert alert.recipient_id == "MASH-A"
     data = alert.payload["data"]
@@ -145,6 +146,7 @@ def test_a_record_without_nhs_number_is_queued_never_merged(session, world):
     # The same record again, or with more detail, is not queued twice.
     resolve_child(session, "POLICE-A", Subject(**POLICE_RECORD, sex="female"))
     assert count(session, PossibleMatch) == 1
+    session.commit()
     proposed = session.exec(select(AuditEvent.child_id).where(
         AuditEvent.action == "match.propose")).all()
     assert sorted(proposed) == sorted([gp.id, police.id])
@@ -166,6 +168,7 @@ def test_a_match_across_areas_goes_to_both_mashes(session, world):
                                                   "postcode": "B69 4RD"}))
     newest = session.exec(select(PossibleMatch).where(PossibleMatch.id != match.id)).all()
     assert any((m.area, m.other_area) == (SANDWELL, BIRMINGHAM) for m in newest)
+    session.commit()  # as a request does: alerts are written at commit
     recipients = {d.recipient_id for d in session.exec(select(Delivery).where(
         Delivery.event_type == "match.proposed")).all()}
     assert recipients == {"MASH-A", "MASH-B"}

@@ -2,7 +2,9 @@
 
 Each event's `hash` is SHA-256 over its canonical form including `prev_hash`, so any edit,
 deletion or reordering breaks the chain. Appends are serialised: an advisory lock on
-PostgreSQL, BEGIN IMMEDIATE on SQLite (see api.db).
+PostgreSQL, BEGIN IMMEDIATE on SQLite (see api.db). A transaction queues its events and its
+outbox rows and appends them at commit, so on PostgreSQL the lock is held for the appends and
+the commit only, and concurrent requests do the rest of their work side by side.
 
 Canonical form (what `canonical` produces; an offline verifier must reproduce it exactly):
 - a JSON object with exactly the keys in HASHED_FIELDS (every event field except `hash`),
@@ -22,7 +24,7 @@ from typing import Any
 
 from sqlalchemy import event, text
 from sqlalchemy.orm import Session as OrmSession
-from sqlmodel import Session, select
+from sqlmodel import Session, SQLModel, select
 
 from api.audit.models import AuditEvent
 from api.db import utcnow
@@ -53,16 +55,44 @@ def event_hash(event: dict[str, Any]) -> str:
     return hashlib.sha256(canonical(event)).hexdigest()
 
 
-# session.info key: this transaction holds the chain lock; its value is the (seq, hash) of the
-# last event the transaction appended, or None before its first append. Dropped at commit and
-# at any rollback (a rolled-back savepoint may have taken appends, and the lock, with it).
+# session.info keys. _CHAIN: this transaction holds the chain lock; its value is the (seq, hash)
+# of the last event it appended, or None before its first. _PENDING: what the transaction
+# queued for the log and the outbox, in order, appended at commit. _MARKS: how much was queued
+# when each savepoint began, so that rolling one back drops what was queued inside it.
 _CHAIN = "audit_chain_head"
+_PENDING = "audit_pending"
+_MARKS = "audit_pending_marks"
+
+
+@event.listens_for(OrmSession, "after_transaction_create")
+def _mark_savepoint(session: OrmSession, transaction) -> None:
+    if transaction.nested:
+        session.info.setdefault(_MARKS, {})[transaction] = len(session.info.get(_PENDING, ()))
+
+
+@event.listens_for(OrmSession, "after_soft_rollback")
+def _forget_rolled_back(session: OrmSession, previous_transaction) -> None:
+    """A rolled-back savepoint may have taken appends, and the lock, with it; a rolled-back
+    transaction takes everything it queued."""
+    session.info.pop(_CHAIN, None)
+    marks = session.info.get(_MARKS, {})
+    if previous_transaction.nested and previous_transaction in marks:
+        del session.info.setdefault(_PENDING, [])[marks.pop(previous_transaction):]
+    elif not previous_transaction.nested:
+        session.info.pop(_PENDING, None)
+        session.info.pop(_MARKS, None)
 
 
 @event.listens_for(OrmSession, "after_commit")
-@event.listens_for(OrmSession, "after_soft_rollback")
-def _forget_chain(session: OrmSession, *_args) -> None:
-    session.info.pop(_CHAIN, None)
+def _forget_committed(session: OrmSession) -> None:
+    for key in (_CHAIN, _PENDING, _MARKS):
+        session.info.pop(key, None)
+
+
+@event.listens_for(OrmSession, "before_commit")
+def _append_at_commit(session: OrmSession) -> None:
+    if not session.in_nested_transaction():  # a savepoint's release is not the commit
+        append_pending(session)
 
 
 _HEAD = select(AuditEvent.seq, AuditEvent.hash).order_by(AuditEvent.seq.desc()).limit(1)
@@ -96,19 +126,12 @@ def record(
     lawful_basis: str | None = None,
     policy_rule: str | None = None,
     policy_version: str | None = None,
-) -> AuditEvent:
-    """Add one chained event to the session's transaction (the caller commits).
+) -> None:
+    """Queue one event for the log, in the same transaction as the action it records.
 
-    The head is read once per transaction, under the lock; later appends in the same
-    transaction chain onto the previous one without a query, and are inserted together at
-    the next flush."""
-    lock_chain(session)
-    if session.info[_CHAIN] is None:
-        head = session.exec(_HEAD).first()
-        session.info[_CHAIN] = tuple(head) if head else (0, GENESIS_HASH)
-    head_seq, head_hash = session.info[_CHAIN]
-    fields = dict(
-        seq=head_seq + 1,
+    It is chained and inserted when the transaction commits (or at `append_pending`), so the
+    chain lock is held only for the appends and the commit, not for the whole request."""
+    session.info.setdefault(_PENDING, []).append(dict(
         at=utcnow(),
         actor=actor,
         actor_agency=actor_agency,
@@ -122,9 +145,36 @@ def record(
         policy_rule=policy_rule,
         policy_version=policy_version,
         outcome=outcome,
-        prev_hash=head_hash,
-    )
-    appended = AuditEvent(**fields, hash=event_hash(fields))
-    session.add(appended)
-    session.info[_CHAIN] = (appended.seq, appended.hash)
+    ))
+
+
+def append_at_commit(session: Session, row: SQLModel) -> None:
+    """Insert `row` (an outbox delivery) with the log's appends, under the chain lock: its
+    autoincrement `seq` then follows commit order, which feed readers page by."""
+    session.info.setdefault(_PENDING, []).append(row)
+
+
+def append_pending(session: Session) -> AuditEvent | None:
+    """Append what the transaction queued, now: take the lock, read the head once, chain each
+    event onto the one before it, and flush. Returns the last event appended (what a caller
+    that must know its own event's `seq` before commit asks for)."""
+    pending = session.info.pop(_PENDING, None)
+    session.info.pop(_MARKS, None)
+    if not pending:
+        return None
+    lock_chain(session)
+    if session.info[_CHAIN] is None:
+        head = session.exec(_HEAD).first()
+        session.info[_CHAIN] = tuple(head) if head else (0, GENESIS_HASH)
+    appended = None
+    for item in pending:
+        if not isinstance(item, dict):
+            session.add(item)
+            continue
+        head_seq, head_hash = session.info[_CHAIN]
+        fields = {"seq": head_seq + 1, **item, "prev_hash": head_hash}
+        appended = AuditEvent(**fields, hash=event_hash(fields))
+        session.add(appended)
+        session.info[_CHAIN] = (appended.seq, appended.hash)
+    session.flush()
     return appended

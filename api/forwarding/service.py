@@ -78,8 +78,8 @@ def enqueue(
     An agency with no subscription still gets everything it is entitled to in its feed, so
     nothing is lost for want of set-up; one with subscriptions gets only what they select.
     `subscriptions`: the recipient's from `active_subscriptions`, when the caller sends one
-    event to many recipients; otherwise they are read here. The row is inserted at the next
-    flush, with the transaction's other rows.
+    event to many recipients; otherwise they are read here. The row is inserted at commit,
+    with the log's appends.
     """
     if subscriptions is None:
         subscriptions = active_subscriptions(session, [recipient_id]).get(recipient_id, [])
@@ -87,14 +87,13 @@ def enqueue(
     if route is None:
         return None
     mode, subscription_id = route
-    audit.lock_chain(session)  # keeps feed `seq` in commit order
     event = {"id": event_id, "type": event_type,
              "occurred_at": (occurred_at or utcnow()).isoformat(), "data": data}
     delivery = Delivery(id="msg_" + uuid.uuid4().hex, event_id=event_id, event_type=event_type,
                         recipient_id=recipient_id, subscription_id=subscription_id, mode=mode,
                         payload=event, flag_id=flag_id, disclosure_id=disclosure_id,
                         acknowledge_by=acknowledge_by)
-    session.add(delivery)
+    audit.append_at_commit(session, delivery)  # keeps feed `seq` in commit order
     return delivery
 
 
