@@ -65,9 +65,11 @@ class Outcome:
         return len(self.latencies) / self.elapsed if self.elapsed else 0.0
 
     @classmethod
-    def merged(cls, outcomes: list[Outcome]) -> Outcome:
-        """Several rounds of the same load as one."""
-        total = cls(elapsed=sum(o.elapsed for o in outcomes))
+    def merged(cls, outcomes: list[Outcome], side_by_side: bool = False) -> Outcome:
+        """Several rounds of the same load as one; or, `side_by_side`, loads run at the same
+        time (their time is then the longest one's, not the sum)."""
+        elapsed = [o.elapsed for o in outcomes]
+        total = cls(elapsed=max(elapsed) if side_by_side else sum(elapsed))
         for o in outcomes:
             total.latencies += o.latencies
             for status, n in o.errors.items():

@@ -14,6 +14,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
@@ -25,7 +26,7 @@ from api.db import make_engine
 from bench.bare_app import TABLE
 from bench.common import database, pct, proc_status_mb, sharing_world, write_section
 from bench.loadgen import Outcome, closed_loop, request_bytes
-from tests.processes import free_port, running_server
+from tests.processes import free_port, running_server, running_topology
 
 CHILDREN = 20  # flags go round-robin to these children, each known to all five recipients
 
@@ -108,6 +109,33 @@ def run(kind: str, seconds: float, connections: int, tmp: Path,
             "rss_before": rss_before, "rss_peak": rss_peak}
 
 
+SCALE_OUT_APIS = 2
+
+
+def scale_out(seconds: float, connections: int, tmp: Path) -> Outcome:
+    """PostgreSQL only (SQLite serialises every writer): the same publishes spread over
+    SCALE_OUT_APIS `flagshare serve` processes on one database, `connections` split between
+    them, all driven at once. What concurrent requests in different processes can do side by
+    side, and what the audit chain lock makes them do one after another."""
+    with database("postgresql", tmp) as url, ExitStack() as stack:
+        topology = stack.enter_context(running_topology(url, tmp, apis=SCALE_OUT_APIS,
+                                                        workers=0))
+        first = topology.servers[0]
+        http = stack.enter_context(httpx.Client(base_url=first.url, timeout=60))
+        world = sharing_world(stack, first, http, CHILDREN, webhooks=False)
+        publishes = [request_bytes("POST", "/v1/flags", world.publisher,
+                                   world.flag_body(child)) for child in range(CHILDREN)]
+        outcomes: list[Outcome] = []
+        loads = [threading.Thread(target=lambda port=server.port: outcomes.append(closed_loop(
+            port, publishes, connections // SCALE_OUT_APIS, seconds)))
+            for server in topology.servers]
+        for load in loads:
+            load.start()
+        for load in loads:
+            load.join()
+    return succeeded(Outcome.merged(outcomes, side_by_side=True))
+
+
 def succeeded(outcome: Outcome) -> Outcome:
     """The outcome of a load with no error responses; a benchmark of failures means nothing."""
     if outcome.errors:
@@ -120,7 +148,8 @@ def ms(outcome: Outcome) -> str:
             f"{pct(outcome.latencies, 99) * 1000:,.1f} ms")
 
 
-def section(results: list[dict], seconds: float, connections: int) -> list[str]:
+def section(results: list[dict], seconds: float, connections: int,
+            scaled: Outcome | None = None) -> list[str]:
     lines = [
         f"Closed loop, {connections} keep-alive loopback connections, {seconds:g} s each for "
         f"service and baseline, in {ROUNDS} alternating rounds (each after 1 s of warm-up), "
@@ -146,6 +175,19 @@ def section(results: list[dict], seconds: float, connections: int) -> list[str]:
             f"| {r['kind']} | {service.rate:,.0f} flags/s | {ms(service)} "
             f"| {bare.rate:,.0f} inserts/s | {ms(bare)} | {service.rate / bare.rate:.1%} "
             f"| {ms(r['pk'])} | {r['rss_before']:,.0f} / {r['rss_peak']:,.0f} MB |")
+    single = next((r["service"] for r in results if r["kind"] == "postgresql"), None)
+    if scaled is not None and single is not None:
+        lines += [
+            "",
+            f"Scale-out, PostgreSQL: the same publishes over {SCALE_OUT_APIS} `flagshare serve` "
+            f"processes on one database ({connections} connections split between them, "
+            f"{seconds / ROUNDS:g} s), beside the one process above.",
+            "",
+            "| db | API processes | publish | publish p50 / p99 | vs one process |",
+            "|---|---|---|---|---|",
+            f"| postgresql | {SCALE_OUT_APIS} | {scaled.rate:,.0f} flags/s | {ms(scaled)} "
+            f"| {scaled.rate / single.rate:.2f}× |",
+        ]
     return lines
 
 
@@ -158,11 +200,15 @@ def main(argv: list[str] | None = None) -> list[dict]:
                         help="write py-spy samples of the serve process, DIR/publish-<db>.txt")
     args = parser.parse_args(argv)
     results = []
+    scaled = None
     for kind in args.db:
         out = args.profile / f"publish-{kind}.txt" if args.profile else None
         with tempfile.TemporaryDirectory() as tmp:
             results.append(run(kind, args.seconds, args.connections, Path(tmp), out))
-    lines = section(results, args.seconds, args.connections)
+    if "postgresql" in args.db:
+        with tempfile.TemporaryDirectory() as tmp:
+            scaled = scale_out(args.seconds / ROUNDS, args.connections, Path(tmp))
+    lines = section(results, args.seconds, args.connections, scaled)
     write_section("Publish throughput (issue 10)", lines)
     print("\n".join(lines))
     return results
