@@ -719,3 +719,35 @@ def test_export_lines_get_the_verdict_a_full_parse_gives(tmp_path, reasons, chan
     intact = change in ("none", "reformatted", "crlf")
     assert report.first_bad_seq == (None if intact else 4)
     assert report.events_checked == len(lines)
+
+
+def _appended(session) -> list[str]:
+    return session.exec(select(AuditEvent.outcome).where(AuditEvent.actor == "queue-test")
+                        .order_by(AuditEvent.seq)).all()
+
+
+def test_events_are_appended_at_commit_and_a_rolled_back_savepoint_takes_its_own(session):
+    audit.record(session, actor="queue-test", action="token.issue", outcome="kept-before")
+    with pytest.raises(RuntimeError):
+        with session.begin_nested():
+            audit.record(session, actor="queue-test", action="token.issue", outcome="dropped")
+            raise RuntimeError("the savepoint's work fails")
+    with session.begin_nested():  # released, not rolled back: what it queued stays
+        audit.record(session, actor="queue-test", action="token.issue", outcome="kept-inside")
+    assert _appended(session) == []  # queued, not yet in the log
+    session.commit()
+    assert _appended(session) == ["kept-before", "kept-inside"]
+
+
+def test_after_an_early_append_a_rolled_back_savepoint_still_takes_what_it_queued(session):
+    """The CSV export appends its own event at once; what a savepoint queues after that is
+    still dropped with the savepoint."""
+    with pytest.raises(RuntimeError):
+        with session.begin_nested():
+            audit.record(session, actor="queue-test", action="audit.read", outcome="early")
+            assert audit.append_pending(session).outcome == "early"
+            audit.record(session, actor="queue-test", action="token.issue", outcome="later")
+            raise RuntimeError("the savepoint's work fails")
+    audit.record(session, actor="queue-test", action="token.issue", outcome="after")
+    session.commit()
+    assert _appended(session) == ["after"]

@@ -8,6 +8,7 @@ import pytest
 from sqlmodel import func, select
 
 from api.agencies.models import Agency
+from api.audit.models import AuditEvent
 from api.forwarding.models import Delivery
 from api.transfers.models import SuspectedMove, Transfer
 from api.transfers.service import sweep_overdue
@@ -221,6 +222,29 @@ async def test_gp_registration_in_a_new_area_raises_a_suspected_move(client, wor
     await create(client, world)
     session.expire_all()
     assert session.get(SuspectedMove, move["id"]).status == "resolved"
+
+
+async def test_a_flag_that_raises_a_suspected_move_is_still_shared_and_logged(client, world,
+                                                                             session):
+    """The move is recorded in a savepoint after the flag's shares were queued for commit;
+    releasing that savepoint must not lose them."""
+    await plan_in_birmingham(client, world)
+    r = await client.post("/v1/flags", headers=world.auth("POLICE-B"), json={
+        "subject": {"nhs_number": NHS[0]}, "category": "missing_episode", "severity": "high",
+        "purpose": "safeguarding", "lawful_basis": BASIS,
+        "summary": "Amelia was reported missing from a Sandwell address overnight and found "
+                   "the next morning."})
+    assert r.status_code == 201, r.text
+    flag = r.json()
+    assert flag["shared_with"]
+    assert len(deliveries(session, "CSC-A", "move.suspected")) == 1
+    shared = session.exec(select(Delivery.recipient_id).where(
+        Delivery.flag_id == flag["id"], Delivery.event_type == "flag.shared")).all()
+    assert sorted(shared) == flag["shared_with"]
+    logged = session.exec(select(AuditEvent.action, AuditEvent.recipient).where(
+        AuditEvent.flag_id == flag["id"])).all()
+    assert ("flag.publish", None) in logged
+    assert sorted(r for a, r in logged if a == "flag.disclose") == flag["shared_with"]
 
 
 async def test_no_suspected_move_when_a_transfer_exists_and_dismissal(client, world, session):

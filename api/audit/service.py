@@ -72,21 +72,21 @@ def _mark_savepoint(session: OrmSession, transaction) -> None:
 
 @event.listens_for(OrmSession, "after_soft_rollback")
 def _forget_rolled_back(session: OrmSession, previous_transaction) -> None:
-    """A rolled-back savepoint may have taken appends, and the lock, with it; a rolled-back
-    transaction takes everything it queued."""
+    """A rolled-back savepoint takes what was queued inside it, and may have taken appends
+    (and, on PostgreSQL, the lock) with it: the head is read again."""
     session.info.pop(_CHAIN, None)
-    marks = session.info.get(_MARKS, {})
-    if previous_transaction.nested and previous_transaction in marks:
-        del session.info.setdefault(_PENDING, [])[marks.pop(previous_transaction):]
-    elif not previous_transaction.nested:
-        session.info.pop(_PENDING, None)
-        session.info.pop(_MARKS, None)
+    mark = session.info.get(_MARKS, {}).pop(previous_transaction, None)
+    if mark is not None:
+        del session.info.get(_PENDING, [])[mark:]
 
 
-@event.listens_for(OrmSession, "after_commit")
-def _forget_committed(session: OrmSession) -> None:
-    for key in (_CHAIN, _PENDING, _MARKS):
-        session.info.pop(key, None)
+@event.listens_for(OrmSession, "after_transaction_end")
+def _forget_ended(session: OrmSession, transaction) -> None:
+    """The transaction itself ended, committed or rolled back (not a savepoint: SQLAlchemy
+    reports a savepoint's release as a commit too, and what was queued must outlive it)."""
+    if transaction.parent is None:
+        for key in (_CHAIN, _PENDING, _MARKS):
+            session.info.pop(key, None)
 
 
 @event.listens_for(OrmSession, "before_commit")
@@ -159,7 +159,9 @@ def append_pending(session: Session) -> AuditEvent | None:
     event onto the one before it, and flush. Returns the last event appended (what a caller
     that must know its own event's `seq` before commit asks for)."""
     pending = session.info.pop(_PENDING, None)
-    session.info.pop(_MARKS, None)
+    marks = session.info.get(_MARKS, {})
+    for savepoint in marks:  # nothing is queued now, inside any open savepoint
+        marks[savepoint] = 0
     if not pending:
         return None
     lock_chain(session)
