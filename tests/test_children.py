@@ -6,12 +6,14 @@ from datetime import date, timedelta
 
 import pytest
 from pydantic import ValidationError
+from sqlalchemy import insert, text
 from sqlmodel import select
 
 from api.audit.models import AuditEvent
 from api.auth.principal import Principal
 from api.children.access import load_access
-from api.children.service import Reader, silent_rule
+from api.children.service import _MERGED_INTO, Reader, silent_rule
+from api.db import utcnow
 from api.flags.models import Disclosure
 from api.forwarding.models import Delivery
 from api.identity.models import Person
@@ -549,11 +551,6 @@ def test_records_merged_into_a_child_are_found_through_the_index_once_statistics
     """Nearly every person has no merged_into_id. A full index on it looked useless to SQLite
     once ANALYZE had counted those NULLs as one shared value, and every child view scanned
     the whole person table (27 ms at 133,000 people); only merged records are indexed now."""
-    from sqlalchemy import insert, text
-
-    from api.children.service import _MERGED_INTO
-    from api.db import utcnow
-
     now = utcnow()
     session.execute(insert(Person.__table__), [
         {"id": f"p{n:05d}", "given_name": "Alex", "family_name": f"Person{n}", "unborn": False,
@@ -562,13 +559,10 @@ def test_records_merged_into_a_child_are_found_through_the_index_once_statistics
     session.add(Person(id="retired", given_name="Retired", unborn=False, merged_into_id="kept"))
     session.flush()
     session.execute(text("ANALYZE"))
-    sql = str(_MERGED_INTO.compile(session.get_bind()))
     params = {"child_id": "kept"}
-    if session.get_bind().dialect.name == "sqlite":
-        plan = " ".join(str(row[-1]) for row in session.connection().exec_driver_sql(
-            "EXPLAIN QUERY PLAN " + sql, ("kept",)))
-    else:
-        plan = " ".join(row[0] for row in session.execute(
-            text("EXPLAIN " + sql.replace("%(child_id)s::VARCHAR", ":child_id")), params))
+    sql = str(_MERGED_INTO.params(params).compile(session.get_bind(),
+                                                  compile_kwargs={"literal_binds": True}))
+    explain = "EXPLAIN QUERY PLAN " if session.get_bind().dialect.name == "sqlite" else "EXPLAIN "
+    plan = " ".join(str(row[-1]) for row in session.execute(text(explain + sql)))
     assert "ix_person_merged_into_id" in plan, plan
     assert session.scalars(_MERGED_INTO, params).all() == ["retired"]

@@ -21,7 +21,7 @@ from api.audit import service as audit
 from api.audit.models import AuditEvent
 from api.auth.principal import Principal
 from api.flags import service as flags
-from api.flags.models import Disclosure, Flag
+from api.flags.models import Flag
 from api.forwarding.models import Delivery
 from api.households import service as households
 from api.identity import linking, matching
@@ -331,11 +331,6 @@ _SIBLING_LINKS = _links(or_(PersonLink.person_id.in_(bindparam("ids", expanding=
                         Person.merged_into_id.is_(None), person_is=PersonLink.child_id)
 _PARENT_LINKS = _links(PersonLink.child_id.in_(bindparam("ids", expanding=True)),
                        PersonLink.role == "parent")
-_RELATED_PEOPLE_SHARED = (
-    select(Disclosure.flag_id, Disclosure.fields).where(
-        Disclosure.flag_id.in_(bindparam("ids", expanding=True)),
-        Disclosure.recipient_id == bindparam("agency_id"), Disclosure.shared.is_(True))
-    .order_by(Disclosure.flag_version, Disclosure.created_at))
 
 
 def _visible_links(session: Session, reader: Reader, rows: list) -> list:
@@ -346,8 +341,7 @@ def _visible_links(session: Session, reader: Reader, rows: list) -> list:
     if not reader.practitioner and ok:
         agency_id = reader.agency.id
         latest: dict[str, list] = {}
-        for flag_id, fields in session.execute(_RELATED_PEOPLE_SHARED, {
-                "ids": list(ok), "agency_id": agency_id}):
+        for flag_id, _version, fields in flags.shares_to(session, list(ok), agency_id):
             latest[flag_id] = fields
         publisher = {r.flag_id: r.flag_publisher for r in rows if r.flag_id in ok}
         ok = {fid for fid in ok if publisher[fid] == agency_id

@@ -179,6 +179,12 @@ _PEOPLE_NAMED = (select(PersonLink.flag_id, PersonLink.person_id, PersonLink.rol
                  .where(PersonLink.flag_id.in_(bindparam("ids", expanding=True))))
 
 
+def shares_to(session: Session, flag_ids: list[str], agency_id: str):
+    """(flag_id, flag_version, fields) of what each of these flags' versions shared with the
+    agency, oldest version first: the last row of a flag is what the agency may now see."""
+    return session.execute(_SHARED_WITH, {"ids": flag_ids, "agency_id": agency_id})
+
+
 def child_flags(session: Session, child_id: str, agency_id: str | None, *,
                 history: bool = False) -> list[dict]:
     """The child's flags as one chronology, newest first, each as this reader may see it.
@@ -198,8 +204,7 @@ def child_flags(session: Session, child_id: str, agency_id: str | None, *,
     if agency_id is None:
         fields = {f.id: MASH_FIELDS for f in flags}
     else:
-        for flag_id, version, shown in session.execute(_SHARED_WITH, {
-                "ids": [f.id for f in flags], "agency_id": agency_id}):
+        for flag_id, version, shown in shares_to(session, [f.id for f in flags], agency_id):
             fields[flag_id] = frozenset(shown)
             received.setdefault(flag_id, set()).add(version)
         fields.update({f.id: None for f in flags if f.publisher_id == agency_id})

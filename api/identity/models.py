@@ -1,7 +1,7 @@
 from datetime import date, datetime
 
 from sqlalchemy import JSON, Column, text
-from sqlmodel import Field, Index, SQLModel, UniqueConstraint
+from sqlmodel import Field, Index, SQLModel, UniqueConstraint, or_
 
 from api.db import new_id, timestamp_column
 
@@ -60,6 +60,11 @@ class Relationship(SQLModel, table=True):
     start: date
     end: date | None = None
     created_at: datetime = timestamp_column()
+
+    @classmethod
+    def in_force_on(cls, on):
+        """SQL: the statement holds on day `on` (a date or a bind parameter)."""
+        return (cls.start <= on) & or_(cls.end.is_(None), cls.end >= on)
 
 
 class PersonLink(SQLModel, table=True):

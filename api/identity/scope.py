@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import date
 
 from sqlalchemy import bindparam, union
-from sqlmodel import Session, or_, select
+from sqlmodel import Session, select
 
 from api.agencies.models import Agency
 from api.flags.models import Flag
@@ -16,8 +16,8 @@ from api.transfers.models import Transfer
 # Built once: the view of a child checks its scope on every read. `on` is the day.
 _CHILD_AREAS = union(
     select(Agency.area).join(Relationship, Relationship.agency_id == Agency.id).where(
-        Relationship.child_id == bindparam("child_id"), Relationship.start <= bindparam("on"),
-        or_(Relationship.end.is_(None), Relationship.end >= bindparam("on"))),
+        Relationship.child_id == bindparam("child_id"),
+        Relationship.in_force_on(bindparam("on"))),
     select(Agency.area).join(Flag, Flag.publisher_id == Agency.id).where(
         Flag.child_id == bindparam("child_id"), Flag.status != "entered_in_error"),
     select(Agency.area).join(PersonLink, PersonLink.agency_id == Agency.id).where(

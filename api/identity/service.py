@@ -7,7 +7,7 @@ from datetime import date
 
 from sqlalchemy import bindparam
 from sqlalchemy.exc import IntegrityError
-from sqlmodel import Session, or_, select
+from sqlmodel import Session, select
 
 from api.agencies.models import Agency
 from api.db import utcnow
@@ -117,8 +117,7 @@ def link_person(session: Session, child_id: str, person_id: str, role: str,
 # Built once: read on every publish and every view of a child.
 _RELATIONSHIPS_ON = (select(Relationship, Agency).join(Agency, Agency.id == Relationship.agency_id)
                      .where(Relationship.child_id == bindparam("child_id"),
-                            Relationship.start <= bindparam("on"),
-                            or_(Relationship.end.is_(None), Relationship.end >= bindparam("on"))))
+                            Relationship.in_force_on(bindparam("on"))))
 
 
 def current_relationships(session: Session, child_id: str, on: date | None = None):
