@@ -4,6 +4,7 @@ data-quality report (issue 7)."""
 from __future__ import annotations
 
 import dataclasses
+from datetime import datetime, timedelta, timezone
 
 import pytest
 from sqlmodel import select
@@ -11,7 +12,8 @@ from sqlmodel import select
 from api.audit.models import AuditEvent
 from api.forwarding.models import Delivery
 from api.households.models import RiskAlert
-from api.identity.models import PossibleMatch
+from api.households.service import joined_children
+from api.identity.models import Person, PersonLink, PossibleMatch
 from api.identity.merging import confirm
 from api.auth.principal import Principal
 from api.policy.loader import PolicyError, load_policy
@@ -115,6 +117,31 @@ async def test_relinking_the_same_adult_raises_nothing_new(client, world, sessio
         subject={"nhs_number": baby.nhs}, related_people=[
             {"role": "household_member", "nhs_number": ADULT_NHS}]))
     assert len(events(session, "household.risk_joined")) == 2  # still the first event's two
+
+
+def test_an_adult_named_on_many_flags_is_reviewed_once_per_child(world, session, policy):
+    """Each child the adult joined comes back once, with the first link that joined them;
+    merged records and roles that join no household are left out."""
+    adult, first, second, merged, survivor = (Person(given_name=name) for name in (
+        "Dean", "Amy", "Ben", "Cara (merged)", "Cara"))
+    session.add_all([adult, first, second, survivor])
+    session.flush()
+    merged.merged_into_id = survivor.id
+    session.add(merged)
+    at = datetime(2026, 1, 1, tzinfo=timezone.utc)
+    made = {}
+    for n, (child, role, agency) in enumerate([
+            (second, "parent", "GP-B"), (first, "household_member", "POLICE-A"),
+            (first, "parent", "GP-A"), (first, "sibling", "GP-A"), (merged, "parent", "GP-A"),
+            (second, "alleged_perpetrator", "POLICE-B")]):
+        made[n] = PersonLink(child_id=child.id, person_id=adult.id, role=role,
+                             agency_id=agency, created_at=at + timedelta(days=n))
+        session.add(made[n])
+    session.flush()
+    links = joined_children(session, policy.household_risk, adult.id)
+    assert [(link.id, link.child_id) for link in links] == [
+        (made[0].id, second.id), (made[1].id, first.id)]
+    assert links[1].role == "household_member" and links[1].agency_id == "POLICE-A"
 
 
 async def test_history_recorded_after_the_adult_joined_is_told(client, world, session):

@@ -13,8 +13,9 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import date
 
-from sqlalchemy import bindparam
+from sqlalchemy import bindparam, func
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import aliased
 from sqlmodel import Session, select
 
 from api.agencies.models import Agency
@@ -120,12 +121,9 @@ def risk_history(session: Session, rule: HouseholdRiskRule, person_id: str,
                  not_about: str | None = None) -> list[HistoryItem]:
     """Flags naming the person in a role the policy lets travel, oldest first, each once;
     without those about the child `not_about`, if given."""
-    query = (_history_query(PersonLink.role).join(PersonLink, PersonLink.flag_id == Flag.id)
-             .where(PersonLink.person_id == person_id, Flag.status != "entered_in_error",
-                    Flag.category.in_(list(rule.history))))
-    if not_about is not None:
-        query = query.where(Flag.child_id != not_about)
-    rows = session.exec(query.order_by(Flag.created_at, Flag.id)).all()
+    query = _HISTORY if not_about is None else _HISTORY_NOT_ABOUT
+    rows = session.exec(query, params={"person_id": person_id, "categories": list(rule.history),
+                                       "not_about": not_about}).all()
     items: dict[str, HistoryItem] = {}
     for role, flag, version, publisher in rows:
         if role in rule.history[flag.category] and flag.id not in items:
@@ -149,7 +147,14 @@ def _history_query(first):
             .join(Agency, Agency.id == Flag.publisher_id))
 
 
-# Built once: read on every MASH view of a child.
+# Built once: the history is read on every publish naming an adult, what a child was told on
+# every MASH view of a child.
+_HISTORY = (_history_query(PersonLink.role).join(PersonLink, PersonLink.flag_id == Flag.id)
+            .where(PersonLink.person_id == bindparam("person_id"),
+                   Flag.status != "entered_in_error",
+                   Flag.category.in_(bindparam("categories", expanding=True)))
+            .order_by(Flag.created_at, Flag.id))
+_HISTORY_NOT_ABOUT = _HISTORY.where(Flag.child_id != bindparam("not_about"))
 _TOLD_FOR_CHILD = (_history_query(RiskAlert).join(RiskAlert, RiskAlert.history_flag_id == Flag.id)
                    .where(RiskAlert.child_id == bindparam("child_id"))
                    .order_by(RiskAlert.created_at.desc(), RiskAlert.id))
@@ -163,30 +168,56 @@ def _item(flag: Flag, version: FlagVersion, publisher: Agency, role: str | None)
 
 def joined_children(session: Session, rule: HouseholdRiskRule,
                     person_id: str) -> list[PersonLink]:
-    """The first link of the person to each current child record, in a joining role."""
-    links = session.exec(
-        select(PersonLink).join(Person, Person.id == PersonLink.child_id)
-        .where(PersonLink.person_id == person_id, PersonLink.role.in_(rule.joined_as),
-               Person.merged_into_id.is_(None))
-        .order_by(PersonLink.created_at, PersonLink.id)).all()
-    return list({link.child_id: link for link in reversed(links)}.values())
+    """The first link of the person to each current child record, in a joining role.
+
+    Every flag naming the person links them again, so the first link per child is picked in
+    the database: an adult named on many flags costs one row per child, not one per flag."""
+    return list(session.exec(_JOINED_CHILDREN, params={"person_id": person_id,
+                                                       "roles": list(rule.joined_as)}).all())
 
 
 def siblings_of(session: Session, rule: SiblingRule, child_id: str) -> set[str]:
     """Children sharing a parent or household member with the child, or named as its sibling."""
+    return set(session.exec(_SIBLINGS, params={"child_id": child_id,
+                                               "roles": list(rule.linked_as)}).all())
+
+
+def _first_links():
+    """The first link the person has to each current child record, in a joining role: links
+    numbered per child in the order they were made (read through the person's index alone),
+    then the first of each kept if its child was not merged away."""
+    links = (select(PersonLink, func.row_number().over(
+        partition_by=PersonLink.child_id,
+        order_by=(PersonLink.created_at, PersonLink.id)).label("nth"))
+        .where(PersonLink.person_id == bindparam("person_id"),
+               PersonLink.role.in_(bindparam("roles", expanding=True)))
+        .subquery())
+    link = aliased(PersonLink, links)
+    return (select(link).join(Person, Person.id == link.child_id)
+            .where(links.c.nth == 1, Person.merged_into_id.is_(None))
+            .order_by(link.created_at, link.id))
+
+
+def _siblings():
+    """Through a shared adult in one of the roles, or named as a sibling either way; current
+    records only, never the child itself."""
+    roles = bindparam("roles", expanding=True)
+    child_id = bindparam("child_id")
     shared = select(PersonLink.person_id).where(PersonLink.child_id == child_id,
-                                                PersonLink.role.in_(rule.linked_as))
+                                                PersonLink.role.in_(roles))
     through_adults = select(PersonLink.child_id).where(PersonLink.person_id.in_(shared),
-                                                       PersonLink.role.in_(rule.linked_as))
+                                                       PersonLink.role.in_(roles))
     named = select(PersonLink.person_id).where(PersonLink.child_id == child_id,
                                                PersonLink.role == "sibling")
     naming = select(PersonLink.child_id).where(PersonLink.person_id == child_id,
                                                PersonLink.role == "sibling")
-    ids = set(session.scalars(through_adults.union(named, naming)).all()) - {child_id}
-    if not ids:
-        return set()
-    return set(session.exec(select(Person.id).where(Person.id.in_(ids),
-                                                     Person.merged_into_id.is_(None))).all())
+    return select(Person.id).where(Person.id.in_(through_adults.union(named, naming)),
+                                   Person.id != child_id, Person.merged_into_id.is_(None))
+
+
+# Built once: both run on every publish.
+_JOINED_CHILDREN = _first_links()
+_SIBLINGS = _siblings()
 
 
 def review_siblings(session: Session, policy: Policy, child_id: str, actor: Actor, *,
