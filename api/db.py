@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sqlite3
+import threading
 import uuid
 from collections.abc import Iterator
 from datetime import datetime, timezone
@@ -10,9 +12,13 @@ from typing import Any
 
 from fastapi import Request
 from sqlalchemy import Column, DateTime, Engine, TypeDecorator, event
+from sqlalchemy.exc import OperationalError
 from sqlmodel import Field, Session, create_engine
 
 from api.settings import get_settings
+
+
+SQLITE_BUSY_SECONDS = 30  # how long a writer waits for another before giving up
 
 
 def make_engine(url: str) -> Engine:
@@ -20,13 +26,59 @@ def make_engine(url: str) -> Engine:
     # which may be a child's details or a flag's content.
     if url.startswith("sqlite"):
         engine = create_engine(
-            url, connect_args={"check_same_thread": False, "timeout": 30}, pool_pre_ping=True,
-            hide_parameters=True,
+            url, connect_args={"check_same_thread": False, "timeout": SQLITE_BUSY_SECONDS,
+                               "factory": _queued_writer_connection()},
+            pool_pre_ping=True, hide_parameters=True,
         )
         _serialise_sqlite_writes(engine)
         return engine
     return create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=10,
                          hide_parameters=True)
+
+
+def _queued_writer_connection() -> type[sqlite3.Connection]:
+    """A connection class whose transactions queue on one lock shared by the engine's
+    connections, taken before BEGIN IMMEDIATE and released at commit or rollback.
+
+    SQLite's own wait for its write lock polls with sleeps of up to 100 ms, so under load the
+    lock sat free while every waiter slept; threads of one process now take it in turn as soon
+    as it is free. Other processes on the same file still wait through SQLite's busy timeout.
+    """
+    write_lock = threading.Lock()  # a Lock, not an RLock: a session may commit on another thread
+
+    class QueuedWriterConnection(sqlite3.Connection):
+        holding = False
+
+        def wait_for_turn(self) -> None:
+            if not write_lock.acquire(timeout=SQLITE_BUSY_SECONDS):
+                raise OperationalError("BEGIN IMMEDIATE", None,
+                                       sqlite3.OperationalError("database is locked"))
+            self.holding = True
+
+        def end_turn(self) -> None:
+            if self.holding:
+                self.holding = False
+                write_lock.release()
+
+        def commit(self) -> None:
+            try:
+                super().commit()
+            finally:
+                self.end_turn()
+
+        def rollback(self) -> None:
+            try:
+                super().rollback()
+            finally:
+                self.end_turn()
+
+        def close(self) -> None:
+            try:
+                super().close()
+            finally:
+                self.end_turn()
+
+    return QueuedWriterConnection
 
 
 def _serialise_sqlite_writes(engine: Engine) -> None:
@@ -42,12 +94,18 @@ def _serialise_sqlite_writes(engine: Engine) -> None:
         cur = dbapi_conn.cursor()
         cur.execute("PRAGMA journal_mode=WAL")
         cur.execute("PRAGMA foreign_keys=ON")
-        cur.execute("PRAGMA busy_timeout=30000")
+        cur.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_SECONDS * 1000}")
         cur.close()
 
     @event.listens_for(engine, "begin")
     def _on_begin(conn):
-        conn.exec_driver_sql("BEGIN IMMEDIATE")
+        queued = conn.connection.dbapi_connection
+        queued.wait_for_turn()
+        try:
+            conn.exec_driver_sql("BEGIN IMMEDIATE")
+        except BaseException:
+            queued.end_turn()
+            raise
 
 
 @lru_cache
