@@ -19,10 +19,11 @@ from __future__ import annotations
 
 import hashlib
 import json
+from itertools import groupby
 from datetime import datetime, timezone
 from typing import Any
 
-from sqlalchemy import event, text
+from sqlalchemy import event, insert, text
 from sqlalchemy.orm import Session as OrmSession
 from sqlmodel import Session, SQLModel, select
 
@@ -148,6 +149,12 @@ def record(
     ))
 
 
+def _inserted(row: SQLModel) -> dict[str, Any]:
+    """The row's column values, without a primary key the database is to assign."""
+    return {column.key: getattr(row, column.key) for column in row.__table__.columns
+            if not (column.primary_key and getattr(row, column.key) is None)}
+
+
 def append_at_commit(session: Session, row: SQLModel) -> None:
     """Insert `row` (an outbox delivery) with the log's appends, under the chain lock: its
     autoincrement `seq` then follows commit order, which feed readers page by."""
@@ -156,8 +163,8 @@ def append_at_commit(session: Session, row: SQLModel) -> None:
 
 def append_pending(session: Session) -> AuditEvent | None:
     """Append what the transaction queued, now: take the lock, read the head once, chain each
-    event onto the one before it, and flush. Returns the last event appended (what a caller
-    that must know its own event's `seq` before commit asks for)."""
+    event onto the one before it, and insert. Returns the last event appended (what a caller
+    that must know its own event's `seq` before commit asks for), not attached to the session."""
     pending = session.info.pop(_PENDING, None)
     marks = session.info.get(_MARKS, {})
     for savepoint in marks:  # nothing is queued now, inside any open savepoint
@@ -168,15 +175,21 @@ def append_pending(session: Session) -> AuditEvent | None:
     if session.info[_CHAIN] is None:
         head = session.exec(_HEAD).first()
         session.info[_CHAIN] = tuple(head) if head else (0, GENESIS_HASH)
-    appended = None
+    events, rows = [], []
     for item in pending:
         if not isinstance(item, dict):
-            session.add(item)
+            rows.append(item)
             continue
         head_seq, head_hash = session.info[_CHAIN]
         fields = {"seq": head_seq + 1, **item, "prev_hash": head_hash}
-        appended = AuditEvent(**fields, hash=event_hash(fields))
-        session.add(appended)
-        session.info[_CHAIN] = (appended.seq, appended.hash)
-    session.flush()
-    return appended
+        fields["hash"] = event_hash(fields)
+        events.append(fields)
+        session.info[_CHAIN] = (fields["seq"], fields["hash"])
+    # Inserted in bulk rather than through the unit of work: they are only ever inserted, and
+    # the ORM's per-object bookkeeping cost more than the inserts.
+    session.flush()  # what they refer to (flags, disclosures) first
+    if events:
+        session.execute(insert(AuditEvent), events)
+    for table, same in groupby(rows, key=lambda row: row.__table__):
+        session.execute(insert(table), [_inserted(row) for row in same])
+    return AuditEvent(**events[-1]) if events else None
