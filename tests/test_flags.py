@@ -165,6 +165,8 @@ async def test_policy_refusals_for_purpose_and_lawful_basis(client, world, sessi
     ({"occurred_at": "2026-01-01T10:00:00"}, "occurred_at"),
     ({"period": {"start": "2026-02-01", "end": "2026-01-01"}}, "period.end"),
     ({"related_people": [{"role": "uncle", "family_name": "X"}]}, "related_people.0.role"),
+    ({"related_people": [{"role": "parent", "nhs_number": NHS[2]},
+                         {"role": "parent", "nhs_number": NHS[2]}]}, "related_people"),
     ({"colour": "red"}, "colour"),
 ])
 async def test_invalid_flags_are_422_naming_the_field(client, world, session, override, field):

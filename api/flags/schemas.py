@@ -61,6 +61,20 @@ class FlagCreate(BaseModel):
 
     _summary = field_validator("summary")(lambda cls, v: _plain_text(v))
 
+    @field_validator("related_people")
+    @classmethod
+    def _each_named_once(cls, people: list[RelatedPerson]) -> list[RelatedPerson]:
+        """A flag names a person once in each role (they may hold two roles)."""
+        first: dict[tuple[str, str], int] = {}
+        for i, person in enumerate(people):
+            if person.nhs_number is None:
+                continue  # without an NHS number, each entry is a person of its own
+            earlier = first.setdefault((person.nhs_number, person.role), i)
+            if earlier != i:
+                raise ValueError(f"related_people.{i} names the same person as "
+                                 f"related_people.{earlier} in the same role ({person.role})")
+        return people
+
 
 class FlagUpdate(BaseModel):
     model_config = ConfigDict(extra="forbid")
