@@ -65,12 +65,11 @@ def publish(session: Session, policy: Policy, agency: Agency, body: FlagCreate) 
         warnings=warnings, created_by=agency.id,
     )
     session.add(version)
-    named = []
-    for person in body.related_people:
-        related = identity.resolve_related(session, person, agency.id)
-        identity.link_person(session, child.id, related.id, person.role, person.relationship,
+    named = [related.id for related in identity.resolve_related(
+        session, body.related_people, agency.id)]
+    for person, person_id in zip(body.related_people, named):
+        identity.link_person(session, child.id, person_id, person.role, person.relationship,
                              agency.id, flag.id)
-        named.append(related.id)
     audit.record(session, actor=agency.id, actor_agency=agency.id, action="flag.publish",
                  outcome="published", child_id=child.id, flag_id=flag.id, purpose=body.purpose,
                  lawful_basis=basis.cite(), policy_rule=publish_rule.id,
@@ -356,6 +355,12 @@ def _disclose(session, policy, flag, version, recipient_id, shared, reason, rule
                  policy_version=policy.version, reason=reason)
 
 
+# Built once: read on every flag published.
+_AN_ACTIVE_PLAN = (select(Flag.id).where(Flag.child_id == bindparam("child_id"),
+                                         Flag.status == "active",
+                                         Flag.category.in_(PLAN_CATEGORIES)).limit(1))
+
+
 def child_context(session: Session, child: Person, publisher_area: str) -> rules.ChildContext:
     """Areas where the child is known, who works with it, its age, and whether CSC is open."""
     relationships: dict[str, set[str]] = {}
@@ -366,10 +371,8 @@ def child_context(session: Session, child: Person, publisher_area: str) -> rules
         areas.add(agency.area)
         open_case = open_case or agency.kind == "childrens_social_care"
     if not open_case:
-        open_case = session.exec(
-            select(Flag.id).where(Flag.child_id == child.id, Flag.status == "active",
-                                  Flag.category.in_(PLAN_CATEGORIES)).limit(1)
-        ).first() is not None
+        open_case = session.exec(_AN_ACTIVE_PLAN,
+                                 params={"child_id": child.id}).first() is not None
     return rules.ChildContext(
         areas=frozenset(areas),
         relationships={k: frozenset(v) for k, v in relationships.items()},

@@ -8,6 +8,7 @@ import uuid
 from collections.abc import Iterable
 from datetime import datetime
 
+from sqlalchemy import bindparam
 from sqlmodel import Session, select
 
 from api.agencies.models import Agency
@@ -97,13 +98,19 @@ def enqueue(
     return delivery
 
 
+# Built once: read for every event sent.
+_ACTIVE_SUBSCRIPTIONS = (select(Subscription)
+                         .where(Subscription.agency_id.in_(bindparam("agency_ids", expanding=True)),
+                                Subscription.active.is_(True))
+                         .order_by(Subscription.created_at))
+
+
 def active_subscriptions(session: Session,
                          recipient_ids: Iterable[str]) -> dict[str, list[Subscription]]:
     """Each recipient's active subscriptions, oldest first, in one query (none: absent)."""
     out: dict[str, list[Subscription]] = {}
-    for sub in session.exec(select(Subscription).where(
-            Subscription.agency_id.in_(list(recipient_ids)), Subscription.active.is_(True))
-            .order_by(Subscription.created_at)).all():
+    for sub in session.exec(_ACTIVE_SUBSCRIPTIONS,
+                            params={"agency_ids": list(recipient_ids)}).all():
         out.setdefault(sub.agency_id, []).append(sub)
     return out
 

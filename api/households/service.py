@@ -70,8 +70,7 @@ def record_household(session: Session, policy: Policy, agency: Agency,
     """
     child = resolve_child(session, agency.id, body.subject)
     links = []
-    for named in body.people:
-        person = resolve_related(session, named, agency.id)
+    for named, person in zip(body.people, resolve_related(session, body.people, agency.id)):
         existing = session.exec(select(PersonLink).where(
             PersonLink.child_id == child.id, PersonLink.person_id == person.id,
             PersonLink.role == named.role, PersonLink.flag_id.is_(None))).first()
@@ -215,9 +214,14 @@ def _siblings():
                                    Person.id != child_id, Person.merged_into_id.is_(None))
 
 
-# Built once: both run on every publish.
+# Built once: they run on every publish.
 _JOINED_CHILDREN = _first_links()
 _SIBLINGS = _siblings()
+_SIBLINGS_PLANS = (select(Flag, Agency).join(Agency, Agency.id == Flag.publisher_id)
+                   .where(Flag.child_id.in_(bindparam("ids", expanding=True)),
+                          Flag.status == "active",
+                          Flag.category.in_(bindparam("categories", expanding=True)))
+                   .order_by(Flag.created_at, Flag.id))
 
 
 def review_siblings(session: Session, policy: Policy, child_id: str, actor: Actor, *,
@@ -229,11 +233,8 @@ def review_siblings(session: Session, policy: Policy, child_id: str, actor: Acto
     siblings = siblings_of(session, rule, child_id)
     if not siblings:
         return
-    plans = session.exec(
-        select(Flag, Agency).join(Agency, Agency.id == Flag.publisher_id)
-        .where(Flag.child_id.in_(siblings), Flag.status == "active",
-               Flag.category.in_(rule.plan_categories))
-        .order_by(Flag.created_at, Flag.id)).all()
+    plans = session.exec(_SIBLINGS_PLANS, params={"ids": list(siblings),
+                                                  "categories": list(rule.plan_categories)}).all()
     by_owner: dict[str, tuple[Agency, list[dict]]] = {}
     for plan, owner in plans:
         if owner.id == actor.agency_id:

@@ -3,6 +3,7 @@ that may be another one is queued as a possible match (api.identity.linking)."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import date
 
 from sqlalchemy import bindparam
@@ -76,20 +77,37 @@ def resolve_child(session: Session, agency_id: str, subject: Subject) -> Person:
     return person
 
 
-def resolve_related(session: Session, person: RelatedPerson, agency_id: str) -> Person:
-    """By NHS number when given; otherwise a new person, never merged on a name: one that may
-    be a person already held is queued as a possible match for the MASH to decide, so that an
+def resolve_related(session: Session, people: Sequence[RelatedPerson],
+                    agency_id: str) -> list[Person]:
+    """The person each entry names, in order: by NHS number when given (those already held are
+    read in one query); otherwise a new person, never merged on a name: one that may be a
+    person already held is queued as a possible match for the MASH to decide, so that an
     adult's history can follow them once someone confirms who they are."""
-    if person.nhs_number:
-        found = get_or_create_by_nhs(session, person.nhs_number)
-    else:
-        found = Person()
-        session.add(found)
-    gained = _fill_blanks(found, person)
+    numbers = {p.nhs_number for p in people if p.nhs_number}
+    held = {found.nhs_number: current(session, found) for found in session.exec(
+        _BY_NHS_NUMBERS, params={"numbers": list(numbers)})} if numbers else {}
+    resolved, gained = [], []
+    for person in people:
+        if person.nhs_number:
+            found = held.get(person.nhs_number)
+            if found is None:
+                found = held[person.nhs_number] = _create(
+                    session, Person(nhs_number=person.nhs_number),
+                    select(Person).where(Person.nhs_number == person.nhs_number))
+        else:
+            found = Person()
+            session.add(found)
+        if _fill_blanks(found, person):
+            gained.append(found)
+        resolved.append(found)
     session.flush()
-    if gained:
+    for found in {found.id: found for found in gained}.values():
         propose_matches(session, found, agency_id)
-    return found
+    return resolved
+
+
+_BY_NHS_NUMBERS = select(Person).where(Person.nhs_number.in_(bindparam("numbers",
+                                                                       expanding=True)))
 
 
 def get_or_create_by_nhs(session: Session, nhs: str) -> Person:
@@ -109,8 +127,7 @@ def link_person(session: Session, child_id: str, person_id: str, role: str,
                 relationship: str | None, agency_id: str, flag_id: str | None = None) -> PersonLink:
     link = PersonLink(child_id=child_id, person_id=person_id, role=role,
                       relationship=relationship, agency_id=agency_id, flag_id=flag_id)
-    session.add(link)
-    session.flush()
+    session.add(link)  # inserted with the next flush, beside the request's other links
     return link
 
 

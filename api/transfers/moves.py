@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from sqlalchemy import bindparam
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, select
 
@@ -11,13 +12,15 @@ from api.transfers.models import SuspectedMove, Transfer
 from api.transfers.notify import area_agencies, notify
 
 PLAN_CATEGORIES = ("child_protection_plan", "looked_after_child")
+# Built once: read on every flag, relationship and household published.
+_ACTIVE_PLANS = (select(Flag, Agency).join(Agency, Agency.id == Flag.publisher_id)
+                 .where(Flag.child_id == bindparam("child_id"), Flag.status == "active",
+                        Flag.category.in_(PLAN_CATEGORIES)))
 
 
 def check_for_move(session: Session, child_id: str, seen_by: Agency, seen_as: str) -> None:
     """Raise `move.suspected` once per child and area pair, unless a transfer covers it."""
-    plans = session.exec(select(Flag, Agency).join(Agency, Agency.id == Flag.publisher_id).where(
-        Flag.child_id == child_id, Flag.status == "active",
-        Flag.category.in_(PLAN_CATEGORIES))).all()
+    plans = session.exec(_ACTIVE_PLANS, params={"child_id": child_id}).all()
     for plan, owner in plans:
         if owner.area == seen_by.area:
             continue
