@@ -138,7 +138,9 @@ def test_an_adult_named_on_many_flags_is_reviewed_once_per_child(world, session,
                              agency_id=agency, created_at=at + timedelta(days=n))
         session.add(made[n])
     session.flush()
-    links = joined_children(session, policy.household_risk, adult.id)
+    joined = joined_children(session, policy.household_risk, [adult.id, first.id])
+    assert list(joined) == [adult.id]  # the child joined no household
+    links = joined[adult.id]
     assert [(link.id, link.child_id) for link in links] == [
         (made[0].id, second.id), (made[1].id, first.id)]
     assert links[1].role == "household_member" and links[1].agency_id == "POLICE-A"

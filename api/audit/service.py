@@ -189,7 +189,8 @@ def append_pending(session: Session) -> AuditEvent | None:
     # the ORM's per-object bookkeeping cost more than the inserts.
     session.flush()  # what they refer to (flags, disclosures) first
     if events:
-        session.execute(insert(AuditEvent), events)
+        # render_nulls: every event in one multi-row INSERT, whichever fields it leaves empty
+        session.execute(insert(AuditEvent).execution_options(render_nulls=True), events)
     for table, same in groupby(rows, key=lambda row: row.__table__):
         session.execute(insert(table), [_inserted(row) for row in same])
     return AuditEvent(**events[-1]) if events else None

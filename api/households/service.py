@@ -102,10 +102,7 @@ def review_people(session: Session, policy: Policy, person_ids: Iterable[str],
     rule = policy.household_risk
     if rule is None:
         return
-    for person_id in dict.fromkeys(person_ids):
-        links = joined_children(session, rule, person_id)
-        if not links:
-            continue
+    for person_id, links in joined_children(session, rule, person_ids).items():
         # A child is never told of its own flags: with one child joined, only history about
         # other children can be untold, and an adult flagged again and again about the same
         # child has none to read.
@@ -166,13 +163,17 @@ def _item(flag: Flag, version: FlagVersion, publisher: Agency, role: str | None)
 
 
 def joined_children(session: Session, rule: HouseholdRiskRule,
-                    person_id: str) -> list[PersonLink]:
-    """The first link of the person to each current child record, in a joining role.
+                    person_ids: Iterable[str]) -> dict[str, list[PersonLink]]:
+    """For each person with any, their first link to each current child record in a joining
+    role, in the order the links were made.
 
-    Every flag naming the person links them again, so the first link per child is picked in
+    Every flag naming a person links them again, so the first link per child is picked in
     the database: an adult named on many flags costs one row per child, not one per flag."""
-    return list(session.exec(_JOINED_CHILDREN, params={"person_id": person_id,
-                                                       "roles": list(rule.joined_as)}).all())
+    joined: dict[str, list[PersonLink]] = {}
+    for link in session.exec(_JOINED_CHILDREN, params={"person_ids": list(person_ids),
+                                                       "roles": list(rule.joined_as)}):
+        joined.setdefault(link.person_id, []).append(link)
+    return joined
 
 
 def siblings_of(session: Session, rule: SiblingRule, child_id: str) -> set[str]:
@@ -182,13 +183,13 @@ def siblings_of(session: Session, rule: SiblingRule, child_id: str) -> set[str]:
 
 
 def _first_links():
-    """The first link the person has to each current child record, in a joining role: links
-    numbered per child in the order they were made (read through the person's index alone),
-    then the first of each kept if its child was not merged away."""
+    """The first link each person has to each current child record, in a joining role:
+    links numbered per person and child in the order they were made (read through the
+    person's index alone), then the first of each kept if its child was not merged away."""
     links = (select(PersonLink, func.row_number().over(
-        partition_by=PersonLink.child_id,
+        partition_by=(PersonLink.person_id, PersonLink.child_id),
         order_by=(PersonLink.created_at, PersonLink.id)).label("nth"))
-        .where(PersonLink.person_id == bindparam("person_id"),
+        .where(PersonLink.person_id.in_(bindparam("person_ids", expanding=True)),
                PersonLink.role.in_(bindparam("roles", expanding=True)))
         .subquery())
     link = aliased(PersonLink, links)
