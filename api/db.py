@@ -60,25 +60,21 @@ def _queued_writer_connection() -> type[sqlite3.Connection]:
                 self.holding = False
                 write_lock.release()
 
-        def commit(self) -> None:
-            try:
-                super().commit()
-            finally:
-                self.end_turn()
-
-        def rollback(self) -> None:
-            try:
-                super().rollback()
-            finally:
-                self.end_turn()
-
-        def close(self) -> None:
-            try:
-                super().close()
-            finally:
-                self.end_turn()
+        # However the transaction ends, the next writer's turn comes.
+        commit = _then_end_turn(sqlite3.Connection.commit)
+        rollback = _then_end_turn(sqlite3.Connection.rollback)
+        close = _then_end_turn(sqlite3.Connection.close)
 
     return QueuedWriterConnection
+
+
+def _then_end_turn(end_transaction):
+    def ended(self) -> None:
+        try:
+            end_transaction(self)
+        finally:
+            self.end_turn()
+    return ended
 
 
 def _serialise_sqlite_writes(engine: Engine) -> None:
