@@ -697,6 +697,9 @@ CHANGES = {
         line.replace('"actor":"u', '"actor":"\x01u')),
     "forged duplicate key": lambda line, event: _forged(
         line.replace('"actor":', '"actor":"x","actor":')),
+    # a raw line break inside a string: two lines, neither of them JSON
+    "forged line break": lambda line, event: _forged(line.replace('"actor":"u', '"actor":"\nu')),
+    "line break in the hash": lambda line, event: line.replace('"hash":"', '"hash":"\n'),
 }
 
 
@@ -718,7 +721,7 @@ def test_export_lines_get_the_verdict_a_full_parse_gives(tmp_path, reasons, chan
     assert report.as_dict() == _full_parse(export).as_dict()
     intact = change in ("none", "reformatted", "crlf")
     assert report.first_bad_seq == (None if intact else 4)
-    assert report.events_checked == len(lines)
+    assert report.events_checked == len(lines) + ("line break" in change)
 
 
 def _appended(session) -> list[str]:

@@ -379,19 +379,21 @@ def _canonical_block(block: bytes) -> list[Link | Run] | None:
         return None
     rows = _CANONICAL_LINES.findall(block)
     forms, prevs, seqs, hashes = zip(*rows)
-    # The matches are whole lines, so they cover the block only if every line matched.
-    if (sum(map(len, forms)) + sum(map(len, hashes)) + _LINE_REST * len(rows)
-            != len(block) + (not block.endswith(b"\n"))):
+    matched = b"".join(forms + hashes)
+    # The matches are whole lines, so they cover the block only if every line matched; and
+    # they are one a line only if no string took in a line break (a string may hold any byte
+    # but a quote here: the block has no other control character).
+    if (len(matched) + _LINE_REST * len(rows) != len(block) + (not block.endswith(b"\n"))
+            or b"\n" in matched):
         return None
     content = list(map(methodcaller("hexdigest"),
                        map(hashlib.sha256, map(add, forms, repeat(b"}")))))
-    hashes = list(map(bytes.decode, hashes))
-    prevs = list(map(bytes.decode, prevs))
+    stated = list(map(bytes.decode, hashes))
     seqs = list(map(int, seqs))
-    if (content == hashes and prevs[1:] == hashes[:-1]
+    if (content == stated and prevs[1:] == hashes[:-1]
             and seqs == list(range(seqs[0], seqs[0] + len(seqs)))):
-        return [Run(seqs[0], prevs[0], hashes)]
-    return list(zip(seqs, prevs, hashes, content))
+        return [Run(seqs[0], prevs[0].decode(), stated)]
+    return list(zip(seqs, map(bytes.decode, prevs), stated, content))
 
 
 def _line_links(block: bytes, offset: int, checkpoints: FoundCheckpoints) -> Iterator[Link]:
