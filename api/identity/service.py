@@ -90,10 +90,9 @@ def resolve_related(session: Session, people: Sequence[RelatedPerson],
     for person in people:
         if person.nhs_number:
             found = held.get(person.nhs_number)
-            if found is None:
-                found = held[person.nhs_number] = _create(
-                    session, Person(nhs_number=person.nhs_number),
-                    select(Person).where(Person.nhs_number == person.nhs_number))
+            if found is None:  # not held yet (or created by a request racing this one)
+                found = held[person.nhs_number] = get_or_create_by_nhs(session,
+                                                                       person.nhs_number)
         else:
             found = Person()
             session.add(found)
