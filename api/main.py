@@ -4,6 +4,7 @@ request logging, health and metrics."""
 from __future__ import annotations
 
 import threading
+from pathlib import Path
 from collections.abc import Callable
 from contextlib import asynccontextmanager
 
@@ -19,6 +20,7 @@ from api.agencies.router import router as agencies_router
 from api.audit.router import router as audit_router
 from api.auth.keys import KeyRing
 from api.auth.router import router as auth_router
+from api.children.access import load_access
 from api.children.router import router as children_router
 from api.console.router import install as install_console
 from api.db import get_engine, utcnow
@@ -40,6 +42,7 @@ def create_app(settings: Settings | None = None,
                session_factory: Callable[[], Session] | None = None) -> FastAPI:
     settings = settings or get_settings()
     policy = load_policy(settings.policy_dir)
+    load_access(Path(settings.policy_dir), frozenset(policy.categories))  # cached from here on
     session_factory = session_factory or (lambda: Session(get_engine(), expire_on_commit=False))
     keyring = KeyRing(settings, session_factory)
 

@@ -35,7 +35,7 @@ def decode_cursor(cursor: str) -> Any:
         raise invalid("cursor", "not a cursor returned by this service") from exc
 
 
-def _page_params(
+async def _page_params(
     limit: Annotated[int, Query(ge=1, le=500, description="Items per page (max 500)")] = 50,
     cursor: Annotated[str | None, Query(max_length=500, description="next_cursor of the previous page")] = None,
 ) -> PageParams:

@@ -93,7 +93,7 @@ def _forget_ended(session: OrmSession, transaction) -> None:
 @event.listens_for(OrmSession, "before_commit")
 def _append_at_commit(session: OrmSession) -> None:
     if not session.in_nested_transaction():  # a savepoint's release is not the commit
-        append_pending(session)
+        _append(session)
 
 
 _HEAD = select(AuditEvent.seq, AuditEvent.hash).order_by(AuditEvent.seq.desc()).limit(1)
@@ -162,9 +162,16 @@ def append_at_commit(session: Session, row: SQLModel) -> None:
 
 
 def append_pending(session: Session) -> AuditEvent | None:
-    """Append what the transaction queued, now: take the lock, read the head once, chain each
-    event onto the one before it, and insert. Returns the last event appended (what a caller
-    that must know its own event's `seq` before commit asks for), not attached to the session."""
+    """Append what the transaction queued, now, rather than at commit. Returns the last event
+    appended (what a caller that must know its own event's `seq` before commit asks for), not
+    attached to the session."""
+    last = _append(session)
+    return AuditEvent(**last) if last else None
+
+
+def _append(session: Session) -> dict[str, Any] | None:
+    """Take the lock, read the head once, chain each queued event onto the one before it, and
+    insert them and the queued outbox rows. Returns the last event's fields."""
     pending = session.info.pop(_PENDING, None)
     marks = session.info.get(_MARKS, {})
     for savepoint in marks:  # nothing is queued now, inside any open savepoint
@@ -193,4 +200,4 @@ def append_pending(session: Session) -> AuditEvent | None:
         session.execute(insert(AuditEvent).execution_options(render_nulls=True), events)
     for table, same in groupby(rows, key=lambda row: row.__table__):
         session.execute(insert(table), [_inserted(row) for row in same])
-    return AuditEvent(**events[-1]) if events else None
+    return events[-1] if events else None

@@ -130,21 +130,34 @@ class KeyRing:
     def keys_for(self, issuer: str, kid_hint: str | None = None) -> dict[str, dict[str, Any]] | None:
         """Key set for an issuer we trust, or None for an issuer we do not."""
         if issuer == self.settings.issuer:
-            # Another process may have rotated keys and signed with the new one already.
-            if not self._keys or (kid_hint not in self._published() and time.monotonic()
-                                  - self._last_own_reload > KID_MISS_RELOAD_SECONDS):
+            if self.must_load(issuer, kid_hint):
                 self.reload()
             return self._published()
-        trusted = next((t for t in self.settings.trusted_issuers if t.issuer == issuer), None)
+        trusted = self._trusted(issuer)
         if trusted is None:
             return None
-        # Never fetched counts as infinitely old: monotonic time may start near 0 at boot.
-        fetched_at, keys = self._external.get(issuer, (float("-inf"), {}))
-        stale = time.monotonic() - fetched_at > JWKS_REFRESH_SECONDS
-        if stale or (kid_hint not in keys and time.monotonic() - fetched_at > 10):
+        keys = self._external.get(issuer, (float("-inf"), {}))[1]
+        if self.must_load(issuer, kid_hint):
             keys = self._fetch(trusted) or keys
             self._external[issuer] = (time.monotonic(), keys)
         return keys
+
+    def must_load(self, issuer: str, kid_hint: str | None = None) -> bool:
+        """Whether `keys_for` would read the database or fetch a key set: the caller on the event
+        loop then hands it to a thread; otherwise the keys are in memory."""
+        if issuer == self.settings.issuer:
+            # Another process may have rotated keys and signed with the new one already.
+            return not self._keys or (kid_hint not in self._published() and time.monotonic()
+                                      - self._last_own_reload > KID_MISS_RELOAD_SECONDS)
+        if self._trusted(issuer) is None:
+            return False
+        # Never fetched counts as infinitely old: monotonic time may start near 0 at boot.
+        fetched_at, keys = self._external.get(issuer, (float("-inf"), {}))
+        return (time.monotonic() - fetched_at > JWKS_REFRESH_SECONDS
+                or (kid_hint not in keys and time.monotonic() - fetched_at > 10))
+
+    def _trusted(self, issuer: str):
+        return next((t for t in self.settings.trusted_issuers if t.issuer == issuer), None)
 
     @staticmethod
     def _fetch(trusted) -> dict[str, dict[str, Any]]:

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from typing import Annotated
 
 from fastapi import Depends, Request
+from fastapi.concurrency import run_in_threadpool
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from api.agencies.models import Agency
@@ -36,7 +37,7 @@ def _unauthorized(detail: str) -> ProblemError:
     return ProblemError(401, detail, headers={"WWW-Authenticate": 'Bearer error="invalid_token"'})
 
 
-def current_principal(
+async def current_principal(
     request: Request,
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
 ) -> Principal:
@@ -48,7 +49,10 @@ def current_principal(
     keyring = request.app.state.keyring
     try:
         issuer, kid = jwt.peek(token)
-        keys = keyring.keys_for(issuer, kid)
+        # Checked on the event loop (a thread hand-off costs more than the check) unless the
+        # keys must first be read from the database or fetched from the issuer.
+        keys = (await run_in_threadpool(keyring.keys_for, issuer, kid)
+                if keyring.must_load(issuer, kid) else keyring.keys_for(issuer, kid))
         if keys is None:
             raise jwt.TokenInvalid(f"issuer {issuer!r} is not trusted")
         claims = jwt.verify(token, keys, issuer=issuer, audience=settings.audience)
@@ -82,7 +86,7 @@ CurrentPrincipal = Annotated[Principal, Depends(current_principal)]
 def require_roles(*roles: str):
     """Dependency allowing only the given roles (403 for any other authenticated caller)."""
 
-    def _check(principal: CurrentPrincipal) -> Principal:
+    async def _check(principal: CurrentPrincipal) -> Principal:  # no I/O: no thread hand-off
         if principal.role not in roles:
             raise ProblemError(403, f"This needs one of the roles: {', '.join(roles)}; "
                                f"you are {principal.role}.")

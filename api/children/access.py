@@ -41,7 +41,9 @@ def load_access(policy_dir: Path, categories: frozenset[str]) -> AccessPolicy:
     return access
 
 
-def get_access(request: Request) -> AccessPolicy:
+async def get_access(request: Request) -> AccessPolicy:
+    """The section for the app's policy: read from disk once (`create_app` reads it at start-up),
+    then from the cache, so this runs on the event loop instead of the thread pool."""
     state = request.app.state
     return load_access(Path(state.settings.policy_dir), frozenset(state.policy.categories))
 

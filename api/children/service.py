@@ -19,6 +19,7 @@ from sqlmodel import Session, or_, select
 from api.agencies.models import Agency
 from api.audit import service as audit
 from api.audit.models import AuditEvent
+from api.db import plain_rows
 from api.auth.principal import Principal
 from api.flags import service as flags
 from api.flags.models import Flag
@@ -202,7 +203,7 @@ _RECENT_READS = (select(AuditEvent.at, AuditEvent.actor, AuditEvent.actor_agency
 
 
 def identity(session: Session, child: Person) -> dict:
-    merged = session.scalars(_MERGED_INTO, {"child_id": child.id}).all()
+    merged = plain_rows(session, _MERGED_INTO, {"child_id": child.id}).scalars().all()
     return {
         "child_id": child.id, "nhs_number": child.nhs_number, "given_name": child.given_name,
         "family_name": child.family_name, "birth_date": child.birth_date, "sex": child.sex,
@@ -213,7 +214,7 @@ def identity(session: Session, child: Person) -> dict:
 
 
 def recent_accesses(session: Session, child_id: str, limit: int) -> list[dict]:
-    rows = session.execute(_RECENT_READS, {"child_id": child_id, "limit": limit}).all() \
+    rows = plain_rows(session, _RECENT_READS, {"child_id": child_id, "limit": limit}).all() \
         if limit else []
     return [{"at": e.at, "actor": e.actor, "organisation": e.actor_agency, "purpose": e.purpose,
              "break_glass": e.action == "child.break_glass"} for e in rows]
@@ -351,7 +352,7 @@ def _visible_links(session: Session, reader: Reader, rows: list) -> list:
 
 def _related_links(session: Session, reader: Reader, child_id: str) -> list:
     """The people linked to the child as the reader may see them, one row per link."""
-    rows = session.execute(_LINKS_OF_CHILD, {"child_id": child_id}).all()
+    rows = plain_rows(session, _LINKS_OF_CHILD, {"child_id": child_id}).all()
     return _visible_links(session, reader, rows)
 
 
@@ -374,7 +375,7 @@ def _people(links: list) -> list[dict]:
 def _siblings(session: Session, reader: Reader, child_id: str, related: list) -> list[dict]:
     """Children named as siblings, and children sharing a parent or household member."""
     shared_ids = {r.person_id for r in related if r.role in HOUSEHOLD_ROLES}
-    rows = session.execute(_SIBLING_LINKS, {"ids": list(shared_ids),
+    rows = plain_rows(session, _SIBLING_LINKS, {"ids": list(shared_ids),
                                             "child_id": child_id}).all()
     found: dict[str, tuple] = {}
     for link in _visible_links(session, reader, rows):
@@ -405,7 +406,7 @@ def _siblings(session: Session, reader: Reader, child_id: str, related: list) ->
 
 
 def _parents(session: Session, reader: Reader, child_ids: list[str]) -> dict[str, set[str]]:
-    rows = session.execute(_PARENT_LINKS, {"ids": child_ids}).all()
+    rows = plain_rows(session, _PARENT_LINKS, {"ids": child_ids}).all()
     out: dict[str, set[str]] = {}
     for link in _visible_links(session, reader, rows):
         out.setdefault(link.child_id, set()).add(link.person_id)
@@ -422,8 +423,8 @@ _MOVES = (select(*SuspectedMove.__table__.c)
 def _transfers_and_moves(session: Session, reader: Reader, child_id: str, today: date) -> dict:
     """All of them for a MASH practitioner; for an agency, as the transfers endpoints show:
     children's social care and MASH agencies see those touching their own area."""
-    transfers = session.execute(_TRANSFERS, {"child_id": child_id}).all()
-    moves = session.execute(_MOVES, {"child_id": child_id}).all()
+    transfers = plain_rows(session, _TRANSFERS, {"child_id": child_id}).all()
+    moves = plain_rows(session, _MOVES, {"child_id": child_id}).all()
     if not reader.practitioner:
         area = reader.agency.area if reader.agency.kind in AREA_KINDS else None
         transfers = [t for t in transfers if area in (t.from_area, t.to_area)]
@@ -447,9 +448,9 @@ def _outstanding(session: Session, reader: Reader, child_id: str, now: datetime)
     """Unacknowledged deliveries of the child's flags: all for a MASH practitioner; for an
     agency, those sent to it and those of flags it published."""
     if reader.practitioner:
-        rows = session.execute(_OUTSTANDING, {"child_id": child_id}).all()
+        rows = plain_rows(session, _OUTSTANDING, {"child_id": child_id}).all()
     else:
-        rows = session.execute(_OUTSTANDING_FOR_AGENCY, {"child_id": child_id,
+        rows = plain_rows(session, _OUTSTANDING_FOR_AGENCY, {"child_id": child_id,
                                                          "agency_id": reader.agency.id}).all()
     return [{"delivery_id": d.id, "event_type": d.event_type, "flag_id": d.flag_id,
              "recipient": d.recipient_id, "status": d.status, "created_at": d.created_at,

@@ -15,7 +15,7 @@ from sqlmodel import Session, or_, select
 from api.agencies.models import Agency
 from api.audit import service as audit
 from api.auth.principal import Principal
-from api.db import utcnow
+from api.db import plain_rows, utcnow
 from api.flags.models import Disclosure, Flag, FlagVersion, SharingDecision
 from api.forwarding import service as forwarding
 from api.flags.schemas import DecisionCreate, FlagCreate, FlagUpdate
@@ -181,7 +181,7 @@ _PEOPLE_NAMED = (select(PersonLink.flag_id, PersonLink.person_id, PersonLink.rol
 def shares_to(session: Session, flag_ids: list[str], agency_id: str):
     """(flag_id, flag_version, fields) of what each of these flags' versions shared with the
     agency, oldest version first: the last row of a flag is what the agency may now see."""
-    return session.execute(_SHARED_WITH, {"ids": flag_ids, "agency_id": agency_id})
+    return plain_rows(session, _SHARED_WITH, {"ids": flag_ids, "agency_id": agency_id})
 
 
 def child_flags(session: Session, child_id: str, agency_id: str | None, *,
@@ -193,7 +193,7 @@ def child_flags(session: Session, child_id: str, agency_id: str | None, *,
     latest disclosure gave it; nothing else. Versions collapse to the current one unless
     `history` is asked for, which also shows flags entered in error.
     """
-    flags = session.execute(_FLAGS_OF_CHILD, {"child_id": child_id}).all()
+    flags = plain_rows(session, _FLAGS_OF_CHILD, {"child_id": child_id}).all()
     if not history:
         flags = [f for f in flags if f.status != "entered_in_error"]
     if not flags:
@@ -212,7 +212,7 @@ def child_flags(session: Session, child_id: str, agency_id: str | None, *,
         return []
     ids = [f.id for f in flags]
     versions: dict[str, list] = {}
-    for v in session.execute(_ALL_VERSIONS if history else _CURRENT_VERSIONS, {"ids": ids}):
+    for v in plain_rows(session, _ALL_VERSIONS if history else _CURRENT_VERSIONS, {"ids": ids}):
         versions.setdefault(v.flag_id, []).append(v)
     related = _related_people(session, ids)
     out = []
@@ -480,7 +480,7 @@ def _related_people(session, flag_ids: list[str]) -> dict[str, list[dict]]:
     out: dict[str, list[dict]] = {}
     if not flag_ids:
         return out
-    for row in session.execute(_PEOPLE_NAMED, {"ids": flag_ids}):
+    for row in plain_rows(session, _PEOPLE_NAMED, {"ids": flag_ids}):
         out.setdefault(row.flag_id, []).append(
             {"person_id": row.person_id, "role": row.role, "relationship": row.relationship,
              "nhs_number": row.nhs_number, "given_name": row.given_name,

@@ -8,6 +8,7 @@ from sqlalchemy import bindparam, union
 from sqlmodel import Session, select
 
 from api.agencies.models import Agency
+from api.db import plain_rows
 from api.flags.models import Flag
 from api.identity.models import PersonLink, Relationship
 from api.transfers.models import Transfer
@@ -33,8 +34,8 @@ def child_areas(session: Session, child_id: str, on: date | None = None) -> set[
     """Areas where the child lives or is worked with (agencies holding a current relationship),
     where an agency flagged it (a flag entered in error does not count) or recorded its
     household, and both ends of any transfer that is not withdrawn."""
-    return set(session.scalars(_CHILD_AREAS, {"child_id": child_id,
-                                              "on": on or date.today()}).all())
+    return set(plain_rows(session, _CHILD_AREAS, {"child_id": child_id,
+                                                 "on": on or date.today()}).scalars().all())
 
 
 def person_areas(session: Session, person_id: str) -> set[str]:
