@@ -642,6 +642,38 @@ async def test_trusted_keys_load_even_just_after_boot(idp_client, idp_key, monke
     assert (await idp_client.get(PROTECTED, headers=bearer(token))).status_code == 200
 
 
+async def test_token_keys_come_from_memory_unless_must_load_says_so(settings, connection,
+                                                                      world, idp_key,
+                                                                      monkeypatch):
+    """A token is checked on the event loop when `must_load` is false, so `keys_for` must then
+    touch neither the database nor the issuer; when it is true, they are read."""
+    import api.auth.keys
+
+    ring = KeyRing(settings.model_copy(update={
+        "trusted_issuers": [TrustedIssuer(issuer=IDP, jwks_file=idp_key[2])]}),
+        _factory(connection))
+    ring.ensure_signing_key()
+    own_kid = header_of(ring.sign(base_claims(world)))["kid"]
+    idp_kid = idp_key[0]
+    assert ring.must_load(IDP, idp_kid)  # never fetched
+    assert idp_kid in ring.keys_for(IDP, idp_kid)
+    loads = []
+    monkeypatch.setattr(ring, "reload", lambda: loads.append("database"))
+    monkeypatch.setattr(KeyRing, "_fetch", staticmethod(lambda trusted: loads.append(trusted)))
+    for issuer, kid in [(settings.issuer, own_kid), (IDP, idp_kid), (IDP, "unknown"),
+                        (settings.issuer, "unknown"), ("https://evil.example", None)]:
+        assert not ring.must_load(issuer, kid), (issuer, kid)
+        ring.keys_for(issuer, kid)
+    assert loads == []
+    # An hour on, an unknown kid sends both back to their source.
+    later = time.monotonic() + 3600
+    monkeypatch.setattr(api.auth.keys, "time", SimpleNamespace(monotonic=lambda: later))
+    for issuer in (settings.issuer, IDP):
+        assert ring.must_load(issuer, "unknown")
+        ring.keys_for(issuer, "unknown")
+    assert loads[0] == "database" and loads[1].issuer == IDP
+
+
 async def test_issuer_is_not_trusted_without_configuration(client, world, idp_key):
     kid, pem, _ = idp_key
     token = rs256({"alg": "RS256", "kid": kid}, _idp_claims(), pem)

@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import date, timedelta
 
 import pytest
 from sqlalchemy import update
 from sqlmodel import select
 from standardwebhooks.webhooks import Webhook
 
+from fastapi.encoders import jsonable_encoder
+
+from api.agencies.schemas import AgencyOut
 from api.db import utcnow
+from api.encoding import json_ready
 from api.forwarding.models import Delivery, Subscription
 from api.forwarding.targets import TargetRefused, check_url
 from api.forwarding.worker import DeliveryWorker, parse_retry_after
@@ -319,3 +323,17 @@ async def test_updates_reach_everyone_who_received_the_flag(client, world, child
     assert [e["type"] for e in events] == ["flag.shared", "flag.updated"]
     assert events[1]["data"]["flag"]["status"] == "entered_in_error"
     assert events[1]["data"]["flag"]["version"] == 2
+
+
+def test_event_data_is_encoded_as_fastapi_would():
+    """json_ready replaces jsonable_encoder on the publish path: same result, dates, datetimes,
+    tuples, nested models and all."""
+    now = utcnow()
+    data = {"flag": {"created_at": now, "fields": ("summary", "details"), "end": None,
+                     "related_people": [{"birth_date": date(1990, 2, 28), "nhs_number": "1"}]},
+            "agency": AgencyOut(id="GP-A", name="GP", kind="gp", area="E08000025"),
+            "count": 3, "shared": True, "ratio": 0.5}
+    encoded = json_ready(data)
+    assert encoded == jsonable_encoder(data)
+    assert encoded["flag"]["created_at"] == now.isoformat()
+    assert encoded["flag"]["fields"] == ["summary", "details"]

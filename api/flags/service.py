@@ -8,7 +8,6 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-from fastapi.encoders import jsonable_encoder
 from sqlalchemy import bindparam
 from sqlmodel import Session, or_, select
 
@@ -16,6 +15,7 @@ from api.agencies.models import Agency
 from api.audit import service as audit
 from api.auth.principal import Principal
 from api.db import plain_rows, utcnow
+from api.encoding import json_ready
 from api.flags.models import Disclosure, Flag, FlagVersion, SharingDecision
 from api.forwarding import service as forwarding
 from api.flags.schemas import DecisionCreate, FlagCreate, FlagUpdate
@@ -343,7 +343,7 @@ def _disclose(session, policy, flag, version, recipient_id, shared, reason, rule
                              "acknowledge_by": disclosure.acknowledge_by},
         }
         forwarding.enqueue(session, event_id=event_id, event_type=event_type,
-                           recipient_id=recipient_id, data=jsonable_encoder(data),
+                           recipient_id=recipient_id, data=json_ready(data),
                            category=flag.category, areas=areas, flag_id=flag.id,
                            disclosure_id=disclosure.id, acknowledge_by=disclosure.acknowledge_by,
                            subscriptions=subscriptions)

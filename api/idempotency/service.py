@@ -13,13 +13,13 @@ import json
 from typing import Annotated, Any
 
 from fastapi import Depends, Header, Request
-from fastapi.encoders import jsonable_encoder
 from fastapi.responses import JSONResponse
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session
 
 from api.auth.principal import CurrentPrincipal
 from api.deps import SessionDep
+from api.encoding import json_ready
 from api.idempotency.models import IdempotencyRecord
 from api.problems import ProblemError
 
@@ -53,12 +53,12 @@ class Idempotency:
         `remember` replaces what is stored for replays when the response holds a secret that
         must never rest in the database.
         """
-        encoded = jsonable_encoder(body)
+        encoded = json_ready(body)
         if self.key is not None:
             self.session.add(IdempotencyRecord(
                 principal=self.scope, key=self.key, request_hash=self.request_hash,
                 status_code=status_code,
-                response_body=encoded if remember is None else jsonable_encoder(remember),
+                response_body=encoded if remember is None else json_ready(remember),
             ))
         try:
             self.session.commit()
