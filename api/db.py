@@ -24,12 +24,14 @@ SQLITE_BUSY_SECONDS = 30  # how long a writer waits for another before giving up
 
 def make_engine(url: str) -> Engine:
     # hide_parameters: a database error's text (logged) never carries the values of a query,
-    # which may be a child's details or a flag's content.
+    # which may be a child's details or a flag's content. pool_pre_ping (a round trip at each
+    # checkout) finds connections a restarted PostgreSQL dropped; a SQLite file has no server
+    # to lose, so its connections are not pinged.
     if url.startswith("sqlite"):
         engine = create_engine(
             url, connect_args={"check_same_thread": False, "timeout": SQLITE_BUSY_SECONDS,
                                "factory": _queued_writer_connection()},
-            pool_pre_ping=True, hide_parameters=True,
+            hide_parameters=True,
         )
         _serialise_sqlite_writes(engine)
         return engine

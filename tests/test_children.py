@@ -6,14 +6,14 @@ from datetime import date, timedelta
 
 import pytest
 from pydantic import ValidationError
-from sqlalchemy import insert, text
+from sqlalchemy import bindparam, insert, text
 from sqlmodel import select
 
 from api.audit.models import AuditEvent
 from api.auth.principal import Principal
 from api.children.access import load_access
 from api.children.service import _MERGED_INTO, Reader, silent_rule
-from api.db import utcnow
+from api.db import plain_rows, utcnow
 from api.flags.models import Disclosure
 from api.forwarding.models import Delivery
 from api.identity.models import Person
@@ -566,3 +566,12 @@ def test_records_merged_into_a_child_are_found_through_the_index_once_statistics
     plan = " ".join(str(row[-1]) for row in session.execute(text(explain + sql)))
     assert "ix_person_merged_into_id" in plan, plan
     assert session.scalars(_MERGED_INTO, params).all() == ["retired"]
+
+
+def test_the_views_plain_reads_see_what_the_session_has_not_flushed(session):
+    """The view's column-only reads skip the ORM's execution layer; as its autoflush would,
+    they still see what the session holds but has not yet written."""
+    person = Person(given_name="Pending", family_name="Person", unborn=False)
+    session.add(person)
+    by_id = select(Person.id, Person.given_name).where(Person.id == bindparam("id"))
+    assert plain_rows(session, by_id, {"id": person.id}).all() == [(person.id, "Pending")]
