@@ -23,12 +23,12 @@ from itertools import groupby
 from datetime import datetime, timezone
 from typing import Any
 
-from sqlalchemy import event, insert, text
+from sqlalchemy import event, text
 from sqlalchemy.orm import Session as OrmSession
 from sqlmodel import Session, SQLModel, select
 
 from api.audit.models import AuditEvent
-from api.db import utcnow
+from api.db import plain_rows, utcnow
 
 GENESIS_HASH = "0" * 64
 _CHAIN_LOCK_ID = 0x666C6167  # "flag"
@@ -180,7 +180,7 @@ def _append(session: Session) -> dict[str, Any] | None:
         return None
     lock_chain(session)
     if session.info[_CHAIN] is None:
-        head = session.exec(_HEAD).first()
+        head = plain_rows(session, _HEAD, {}).first()
         session.info[_CHAIN] = tuple(head) if head else (0, GENESIS_HASH)
     events, rows = [], []
     for item in pending:
@@ -192,12 +192,13 @@ def _append(session: Session) -> dict[str, Any] | None:
         fields["hash"] = event_hash(fields)
         events.append(fields)
         session.info[_CHAIN] = (fields["seq"], fields["hash"])
-    # Inserted in bulk rather than through the unit of work: they are only ever inserted, and
-    # the ORM's per-object bookkeeping cost more than the inserts.
+    # Inserted in bulk on the session's connection rather than through the ORM: they are only
+    # ever inserted, and its bookkeeping (the unit of work, or its bulk INSERT path) cost more
+    # than the inserts. Every event carries every field, so they share one statement.
     session.flush()  # what they refer to (flags, disclosures) first
+    connection = session.connection()
     if events:
-        # render_nulls: every event in one multi-row INSERT, whichever fields it leaves empty
-        session.execute(insert(AuditEvent).execution_options(render_nulls=True), events)
+        connection.execute(AuditEvent.__table__.insert(), events)
     for table, same in groupby(rows, key=lambda row: row.__table__):
-        session.execute(insert(table), [_inserted(row) for row in same])
+        connection.execute(table.insert(), [_inserted(row) for row in same])
     return events[-1] if events else None
