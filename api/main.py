@@ -4,9 +4,9 @@ request logging, health and metrics."""
 from __future__ import annotations
 
 import threading
-from pathlib import Path
 from collections.abc import Callable
 from contextlib import asynccontextmanager
+from pathlib import Path
 
 from fastapi import FastAPI, Response
 from fastapi.responses import PlainTextResponse

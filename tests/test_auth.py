@@ -645,8 +645,9 @@ async def test_trusted_keys_load_even_just_after_boot(idp_client, idp_key, monke
 async def test_token_keys_come_from_memory_unless_must_load_says_so(settings, connection,
                                                                       world, idp_key,
                                                                       monkeypatch):
-    """A token is checked on the event loop when `must_load` is false, so `keys_for` must then
-    touch neither the database nor the issuer; when it is true, they are read."""
+    """A token is checked on the event loop with `keys_in_memory` when `must_load` is false, so
+    `keys_for` must then touch neither the database nor the issuer and return the same keys;
+    when it is true, they are read."""
     import api.auth.keys
 
     ring = KeyRing(settings.model_copy(update={
@@ -663,7 +664,7 @@ async def test_token_keys_come_from_memory_unless_must_load_says_so(settings, co
     for issuer, kid in [(settings.issuer, own_kid), (IDP, idp_kid), (IDP, "unknown"),
                         (settings.issuer, "unknown"), ("https://evil.example", None)]:
         assert not ring.must_load(issuer, kid), (issuer, kid)
-        ring.keys_for(issuer, kid)
+        assert ring.keys_in_memory(issuer) == ring.keys_for(issuer, kid)
     assert loads == []
     # An hour on, an unknown kid sends both back to their source.
     later = time.monotonic() + 3600

@@ -5,11 +5,10 @@ from __future__ import annotations
 from datetime import date, timedelta
 
 import pytest
+from fastapi.encoders import jsonable_encoder
 from sqlalchemy import update
 from sqlmodel import select
 from standardwebhooks.webhooks import Webhook
-
-from fastapi.encoders import jsonable_encoder
 
 from api.agencies.schemas import AgencyOut
 from api.db import utcnow

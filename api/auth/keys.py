@@ -28,6 +28,7 @@ KEY_RELOAD_SECONDS = 30
 # A token naming a key we do not know re-reads them, at most this often (unknown kids are
 # cheap for anyone to send).
 KID_MISS_RELOAD_SECONDS = 1
+_NEVER_FETCHED = (float("-inf"), {})  # (fetched at, keys) of an outside issuer not yet read
 
 
 class KeyRing:
@@ -129,18 +130,19 @@ class KeyRing:
 
     def keys_for(self, issuer: str, kid_hint: str | None = None) -> dict[str, dict[str, Any]] | None:
         """Key set for an issuer we trust, or None for an issuer we do not."""
-        if issuer == self.settings.issuer:
-            if self.must_load(issuer, kid_hint):
-                self.reload()
-            return self._published()
-        trusted = self._trusted(issuer)
-        if trusted is None:
-            return None
-        keys = self._external.get(issuer, (float("-inf"), {}))[1]
         if self.must_load(issuer, kid_hint):
-            keys = self._fetch(trusted) or keys
-            self._external[issuer] = (time.monotonic(), keys)
-        return keys
+            if issuer == self.settings.issuer:
+                self.reload()
+            else:
+                keys = self._fetch(self._trusted(issuer)) or self._external_keys(issuer)
+                self._external[issuer] = (time.monotonic(), keys)
+        return self.keys_in_memory(issuer)
+
+    def keys_in_memory(self, issuer: str) -> dict[str, dict[str, Any]] | None:
+        """What `keys_for` returns when `must_load` says nothing need be read first."""
+        if issuer == self.settings.issuer:
+            return self._published()
+        return None if self._trusted(issuer) is None else self._external_keys(issuer)
 
     def must_load(self, issuer: str, kid_hint: str | None = None) -> bool:
         """Whether `keys_for` would read the database or fetch a key set: the caller on the event
@@ -152,9 +154,12 @@ class KeyRing:
         if self._trusted(issuer) is None:
             return False
         # Never fetched counts as infinitely old: monotonic time may start near 0 at boot.
-        fetched_at, keys = self._external.get(issuer, (float("-inf"), {}))
+        fetched_at, keys = self._external.get(issuer, _NEVER_FETCHED)
         return (time.monotonic() - fetched_at > JWKS_REFRESH_SECONDS
                 or (kid_hint not in keys and time.monotonic() - fetched_at > 10))
+
+    def _external_keys(self, issuer: str) -> dict[str, dict[str, Any]]:
+        return self._external.get(issuer, _NEVER_FETCHED)[1]
 
     def _trusted(self, issuer: str):
         return next((t for t in self.settings.trusted_issuers if t.issuer == issuer), None)

@@ -52,7 +52,7 @@ async def current_principal(
         # Checked on the event loop (a thread hand-off costs more than the check) unless the
         # keys must first be read from the database or fetched from the issuer.
         keys = (await run_in_threadpool(keyring.keys_for, issuer, kid)
-                if keyring.must_load(issuer, kid) else keyring.keys_for(issuer, kid))
+                if keyring.must_load(issuer, kid) else keyring.keys_in_memory(issuer))
         if keys is None:
             raise jwt.TokenInvalid(f"issuer {issuer!r} is not trusted")
         claims = jwt.verify(token, keys, issuer=issuer, audience=settings.audience)

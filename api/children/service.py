@@ -19,8 +19,8 @@ from sqlmodel import Session, or_, select
 from api.agencies.models import Agency
 from api.audit import service as audit
 from api.audit.models import AuditEvent
-from api.db import plain_rows
 from api.auth.principal import Principal
+from api.db import plain_rows
 from api.flags import service as flags
 from api.flags.models import Flag
 from api.forwarding.models import Delivery
@@ -376,7 +376,7 @@ def _siblings(session: Session, reader: Reader, child_id: str, related: list) ->
     """Children named as siblings, and children sharing a parent or household member."""
     shared_ids = {r.person_id for r in related if r.role in HOUSEHOLD_ROLES}
     rows = plain_rows(session, _SIBLING_LINKS, {"ids": list(shared_ids),
-                                            "child_id": child_id}).all()
+                                                "child_id": child_id}).all()
     found: dict[str, tuple] = {}
     for link in _visible_links(session, reader, rows):
         via = {"person_id": link.person_id, "role": link.role}
@@ -450,8 +450,8 @@ def _outstanding(session: Session, reader: Reader, child_id: str, now: datetime)
     if reader.practitioner:
         rows = plain_rows(session, _OUTSTANDING, {"child_id": child_id}).all()
     else:
-        rows = plain_rows(session, _OUTSTANDING_FOR_AGENCY, {"child_id": child_id,
-                                                         "agency_id": reader.agency.id}).all()
+        rows = plain_rows(session, _OUTSTANDING_FOR_AGENCY,
+                          {"child_id": child_id, "agency_id": reader.agency.id}).all()
     return [{"delivery_id": d.id, "event_type": d.event_type, "flag_id": d.flag_id,
              "recipient": d.recipient_id, "status": d.status, "created_at": d.created_at,
              "acknowledge_by": d.acknowledge_by,
