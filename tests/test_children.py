@@ -114,8 +114,12 @@ async def test_mash_sees_one_chronology_people_and_siblings(client, world, famil
     assert [f["publisher"] for f in view["flags"]] == ["GP-A", "CSC-A", "POLICE-A"]
     da = view["flags"][2]
     assert da["details"] == SECRET_DETAIL and "versions" not in da
-    assert {p["relationship"] for p in da["related_people"]} == {
-        "mother", "father", "mother's new partner"}
+    # In the order the flag named them, here and on the flag itself.
+    assert [p["relationship"] for p in da["related_people"]] == [
+        "mother", "father", "mother's new partner"]
+    alone = await client.get(f"/v1/flags/{da['id']}", headers=world.auth("POLICE-A"))
+    assert [p["relationship"] for p in alone.json()["related_people"]] == [
+        "mother", "father", "mother's new partner"]
     household = {p["given_name"]: p for p in view["household"]}
     assert set(household) == {"Sarah", "Mark", "Dean"}
     assert household["Dean"]["roles"] == ["household_member"]

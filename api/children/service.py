@@ -198,7 +198,8 @@ _MERGED_INTO = (select(Person.id).where(Person.merged_into_id == bindparam("chil
 _RECENT_READS = (select(AuditEvent.at, AuditEvent.actor, AuditEvent.actor_agency,
                         AuditEvent.purpose, AuditEvent.action)
                  .where(AuditEvent.child_id == bindparam("child_id"),
-                        AuditEvent.action.in_(READ_ACTIONS))
+                        # not IN: a list is bound anew on every execution
+                        or_(*(AuditEvent.action == action for action in READ_ACTIONS)))
                  .order_by(AuditEvent.seq.desc()).limit(bindparam("limit")))
 
 
