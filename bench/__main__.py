@@ -45,7 +45,7 @@ BENCHMARKS = {
     "audit_verify": (["--events", "100000", "--db", "DB"], ["--events", "2000", "--db", "DB"]),
     # The sweep reads 500 due transfers a pass and 1 in 100 is due: at least 50,000 rows.
     "sweep": (["--rows", "1000000", "--db", "DB"], ["--rows", "60000", "--db", "DB"]),
-    "child_view": (["--flags", "1000000", "--samples", "400", "--db", "DB"],
+    "child_view": (["--flags", "1000000", "--samples", "2000", "--db", "DB"],
                    ["--flags", "10000", "--samples", "40", "--db", "DB"]),
 }
 
