@@ -20,6 +20,7 @@ from api.identity.models import Person
 from api.policy.loader import PolicyError, load_policy
 from api.policy.schema import AccessPolicy, SilentRead
 from tests.factories import NHS, flag_body, relationship_body
+from tests.plans import query_plan
 
 READ = {"purpose": "mash_triage", "reason": "Referral from school: bruise on Amelia's arm"}
 CHILD = {"nhs_number": NHS[0], "given_name": "Amelia", "family_name": "Hartley",
@@ -564,10 +565,7 @@ def test_records_merged_into_a_child_are_found_through_the_index_once_statistics
     session.flush()
     session.execute(text("ANALYZE"))
     params = {"child_id": "kept"}
-    sql = str(_MERGED_INTO.params(params).compile(session.get_bind(),
-                                                  compile_kwargs={"literal_binds": True}))
-    explain = "EXPLAIN QUERY PLAN " if session.get_bind().dialect.name == "sqlite" else "EXPLAIN "
-    plan = " ".join(str(row[-1]) for row in session.execute(text(explain + sql)))
+    plan = query_plan(session, _MERGED_INTO, params)
     assert "ix_person_merged_into_id" in plan, plan
     assert session.scalars(_MERGED_INTO, params).all() == ["retired"]
 
