@@ -116,16 +116,20 @@ async def get_session(request: Request) -> AsyncIterator[Session]:
     """FastAPI dependency: one session per request; writers commit explicitly.
 
     Opening a session does no I/O, so it happens on the event loop instead of costing a hand-off
-    to the thread pool. Closing gives the connection back (a rollback), so it runs in a thread,
-    shielded from cancellation and outside the pool's limit, as FastAPI closes a `def`
+    to the thread pool. So does closing one whose work was committed (it holds no connection).
+    Closing one still in a transaction gives the connection back (a rollback), so it runs in a
+    thread, shielded from cancellation and outside the pool's limit, as FastAPI closes a `def`
     dependency: it must never wait behind requests that are waiting for a connection.
     """
     session = request.app.state.session_factory()
     try:
         yield session
     finally:
-        with anyio.CancelScope(shield=True):
-            await anyio.to_thread.run_sync(session.close, limiter=anyio.CapacityLimiter(1))
+        if not session.in_transaction():
+            session.close()
+        else:
+            with anyio.CancelScope(shield=True):
+                await anyio.to_thread.run_sync(session.close, limiter=anyio.CapacityLimiter(1))
 
 
 def plain_rows(session: Session, statement: Executable, params: dict[str, Any]) -> Result:

@@ -30,6 +30,7 @@ from api.agencies.models import Agency
 from api.audit import checkpoints
 from api.audit.models import AuditEvent
 from api.audit.verify import Checkpoint, check_signature, keys_from_jwks
+from api.auth import jwt
 from api.auth.jwt import new_rsa_key
 from api.auth.keys import KeyRing
 from api.auth.models import SigningKey, User
@@ -484,6 +485,21 @@ async def test_hostile_tokens_are_refused(client, world, own_key, attack):
     assert "invalid_token" in r.headers.get("www-authenticate", "")
     # the same request with a good token passes, so the refusal is the token's doing
     assert (await client.get(PROTECTED, headers=world.auth("GP-A"))).status_code == 200
+
+
+def test_a_kid_that_now_names_another_key_refuses_tokens_of_the_old_one():
+    """Keys built from JWKs are kept (building one costs as much as a check): by the key's own
+    numbers, so an issuer that reuses a kid for a new key is not answered with the old one."""
+    first, second = new_rsa_key(), (_other_rsa_pem(), _other_public_jwk())
+    now = int(time.time())
+    claims = {"sub": "s", "iss": "https://idp.test", "aud": "flagshare", "exp": now + 60}
+    token = jwt.sign(claims, first[0], "k1")
+    assert jwt.verify(token, {"k1": first[1]}, issuer="https://idp.test",
+                      audience="flagshare")["sub"] == "s"
+    with pytest.raises(jwt.TokenInvalid):
+        jwt.verify(token, {"k1": second[1]}, issuer="https://idp.test", audience="flagshare")
+    assert jwt.verify(jwt.sign(claims, second[0], "k1"), {"k1": second[1]},
+                      issuer="https://idp.test", audience="flagshare")["sub"] == "s"
 
 
 @pytest.mark.parametrize("headers", [

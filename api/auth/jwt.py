@@ -8,11 +8,13 @@ well as valid (python-jose accepts a token with no `aud` even when an audience i
 from __future__ import annotations
 
 import json
+from functools import lru_cache
 from typing import Any
 
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from jose import jwk, jws, jwt
+from jose.backends.base import Key
 from jose.exceptions import JOSEError
 
 ALGORITHM = "RS256"
@@ -49,6 +51,20 @@ def usable_public_jwk(key: Any) -> bool:
     return True
 
 
+@lru_cache(maxsize=256)
+def _public_key(n: str, e: str) -> Key:
+    """An RSA public key built once from its JWK members: building it cost about as much as
+    checking a signature with it (60 against 70 µs here), on every request."""
+    return jwk.construct({"kty": "RSA", "n": n, "e": e}, ALGORITHM)
+
+
+def _verifying_key(key: dict[str, Any]) -> Key:
+    """The library's key for a public JWK (raises as the library does for a malformed one)."""
+    if key.get("kty") != "RSA":
+        raise ValueError("not an RSA key")
+    return _public_key(key["n"], key["e"])
+
+
 def sign(claims: dict[str, Any], private_pem: str, kid: str) -> str:
     return jwt.encode(claims, private_pem, algorithm=ALGORITHM, headers={"kid": kid})
 
@@ -83,7 +99,7 @@ def verify(token: str, keys: dict[str, dict[str, Any]], *, issuer: str, audience
     try:
         claims = jwt.decode(
             token,
-            key,
+            _verifying_key(key),
             algorithms=[ALGORITHM],
             audience=audience,
             issuer=issuer,
@@ -130,7 +146,7 @@ def verify_statement(token: str, keys: dict[str, dict[str, Any]]) -> dict:
     if key is None:
         raise TokenInvalid(f"unknown signing key id {kid!r}")
     try:
-        return json.loads(jws.verify(token, key, algorithms=[ALGORITHM]))
+        return json.loads(jws.verify(token, _verifying_key(key), algorithms=[ALGORITHM]))
     except JOSEError as exc:
         raise TokenInvalid(f"signature does not verify: {exc}") from exc
     except (ValueError, TypeError, KeyError) as exc:
