@@ -350,7 +350,8 @@ async def test_a_token_is_needed(client, family):
 
 async def test_out_of_area_read_of_a_child_on_a_plan_tells_the_owning_csc(client, world,
                                                                           session):
-    child = (await plan(client, world))["child_id"]
+    plan_flag = await plan(client, world)
+    child = plan_flag["child_id"]
     await relate(client, world, "GP-B", "other")  # e.g. a walk-in consultation in Sandwell
     r = await read(client, world, "GP-B", child, purpose="unscheduled_care")
     assert r.status_code == 200
@@ -360,7 +361,7 @@ async def test_out_of_area_read_of_a_child_on_a_plan_tells_the_owning_csc(client
             data["organisation_area"], data["purpose"]) == (
         "GP-B", "GP-B", "gp", "E08000028", "unscheduled_care")
     assert data["notified_as"] == "access" and data["break_glass"] is False
-    assert data["plans"][0]["category"] == "child_protection_plan"
+    assert data["plans"] == [{"flag_id": plan_flag["id"], "category": "child_protection_plan"}]
     assert data["child"]["nhs_number"] == NHS[0] and data["accessed_at"]
     assert "reason" not in data  # who, which organisation, when, purpose: nothing more
     disclosed = session.exec(select(AuditEvent).where(

@@ -19,11 +19,12 @@ from __future__ import annotations
 
 import hashlib
 import json
+from functools import lru_cache
 from itertools import groupby
 from datetime import datetime, timezone
 from typing import Any
 
-from sqlalchemy import event, text
+from sqlalchemy import Insert, Table, event, text
 from sqlalchemy.orm import Session as OrmSession
 from sqlmodel import Session, SQLModel, select
 
@@ -198,7 +199,13 @@ def _append(session: Session) -> dict[str, Any] | None:
     session.flush()  # what they refer to (flags, disclosures) first
     connection = session.connection()
     if events:
-        connection.execute(AuditEvent.__table__.insert(), events)
+        connection.execute(_insert(AuditEvent.__table__), events)
     for table, same in groupby(rows, key=lambda row: row.__table__):
-        connection.execute(table.insert(), [_inserted(row) for row in same])
+        connection.execute(_insert(table), [_inserted(row) for row in same])
     return events[-1] if events else None
+
+
+@lru_cache
+def _insert(table: Table) -> Insert:
+    """The table's INSERT, built once: built anew, its cache key is worked out on every run."""
+    return table.insert()

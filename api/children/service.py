@@ -109,8 +109,7 @@ def read_basis(session: Session, reader: Reader, child: Person, break_glass: boo
         if reader.area and reader.area in child_areas(session, child.id):
             return "area"
         return "break_glass" if break_glass else None
-    if any(agency.id == reader.agency.id
-           for _, agency in current_relationships(session, child.id)):
+    if any(r.agency_id == reader.agency.id for r in current_relationships(session, child.id)):
         return "relationship"
     return None
 
@@ -137,10 +136,10 @@ def child_view(session: Session, policy: Policy, access: AccessPolicy, reader: R
         "household_risk": households.told_for_child(session, child.id) if reader.practitioner
         else [],
         "relationships": [
-            {"agency": a.id, "agency_kind": a.kind, "area": a.area, "kind": r.kind,
-             "start": r.start, "end": r.end}
-            for r, a in sorted(current_relationships(session, child.id),
-                               key=lambda ra: (ra[1].id, ra[0].kind))],
+            {"agency": r.agency_id, "agency_kind": r.agency_kind, "area": r.agency_area,
+             "kind": r.kind, "start": r.start, "end": r.end}
+            for r in sorted(current_relationships(session, child.id),
+                            key=lambda r: (r.agency_id, r.kind))],
         **_transfers_and_moves(session, reader, child.id, england_date(now)),
         "outstanding_deliveries": _outstanding(session, reader, child.id, now),
         "recent_accesses": recent_accesses(session, child.id, access.recent_accesses_shown),
@@ -221,37 +220,52 @@ def recent_accesses(session: Session, child_id: str, limit: int) -> list[dict]:
              "break_glass": e.action == "child.break_glass"} for e in rows]
 
 
-_ACTIVE_PLANS = (select(Flag, Agency).join(Agency, Agency.id == Flag.publisher_id).where(
-    Flag.child_id == bindparam("child_id"), Flag.status == "active",
-    Flag.category.in_(bindparam("categories", expanding=True))).order_by(Flag.created_at))
+# Columns, not ORM objects: read on every view, and usually finding none.
+_ACTIVE_PLANS = (select(Flag.id, Flag.category, Agency.id.label("owner_id"),
+                        Agency.area.label("owner_area"))
+                 .join(Agency, Agency.id == Flag.publisher_id)
+                 .where(Flag.child_id == bindparam("child_id"), Flag.status == "active",
+                        Flag.category.in_(bindparam("categories", expanding=True)))
+                 .order_by(Flag.created_at))
+
+
+@dataclass(frozen=True)
+class PlanOwner:
+    """A children's social care holding active plans for a child: (flag id, category) each."""
+
+    id: str
+    area: str | None
+    plans: list[tuple[str, str]]
 
 
 def plan_owners_to_tell(session: Session, access: AccessPolicy, reader: Reader,
-                        child: Person) -> list[tuple[Agency, list[Flag]]]:
+                        child: Person) -> list[PlanOwner]:
     """Each children's social care holding an active plan for the child, with its plans, when
     the reader is outside that area and the read is not silent."""
-    plans = session.exec(_ACTIVE_PLANS, params={"child_id": child.id,
-                                                 "categories": list(access.notify.categories)}).all()
-    owners: dict[str, tuple[Agency, list[Flag]]] = {}
-    for flag, owner in plans:
-        if owner.area != reader.area and owner.id != reader.organisation:
-            owners.setdefault(owner.id, (owner, []))[1].append(flag)
+    plans = plain_rows(session, _ACTIVE_PLANS, {"child_id": child.id,
+                                                "categories": list(access.notify.categories)})
+    owners: dict[str, PlanOwner] = {}
+    for plan in plans:
+        if plan.owner_area != reader.area and plan.owner_id != reader.organisation:
+            owner = owners.setdefault(plan.owner_id,
+                                      PlanOwner(plan.owner_id, plan.owner_area, []))
+            owner.plans.append((plan.id, plan.category))
     if not owners or silent_rule(session, access, reader, child) is not None:
         return []
     return list(owners.values())
 
 
 def notify_access(session: Session, access: AccessPolicy, reader: Reader, child: Person,
-                  stated: Purpose, now: datetime,
-                  owners: list[tuple[Agency, list[Flag]]]) -> list[str]:
+                  stated: Purpose, now: datetime, owners: list[PlanOwner]) -> list[str]:
     """`child.accessed` to each plan owner of `plan_owners_to_tell`. Returns who was told."""
-    for owner, plan_flags in owners:
+    for owner in owners:
         notify(session, event_type="child.accessed", recipients=[owner.id],
                data={**_access_event(reader, child, stated, now), "notified_as": "access",
-                     "plans": [{"flag_id": f.id, "category": f.category} for f in plan_flags]},
+                     "plans": [{"flag_id": flag_id, "category": category}
+                               for flag_id, category in owner.plans]},
                child_id=child.id, actor=reader.principal.sub,
                areas=[a for a in (owner.area, reader.area) if a], rule=access.notify.id)
-    return [owner.id for owner, _ in owners]
+    return [owner.id for owner in owners]
 
 
 def silent_rule(session: Session, access: AccessPolicy, reader: Reader,
@@ -259,8 +273,8 @@ def silent_rule(session: Session, access: AccessPolicy, reader: Reader,
     """The policy's silent-read rule this read falls under, if any."""
     if reader.agency is None:
         return None
-    kinds = {r.kind for r, a in current_relationships(session, child.id)
-             if a.id == reader.agency.id}
+    kinds = {r.kind for r in current_relationships(session, child.id)
+             if r.agency_id == reader.agency.id}
     for rule in access.silent:
         if rule.agency_kinds and reader.agency.kind not in rule.agency_kinds:
             continue

@@ -376,10 +376,10 @@ def child_context(session: Session, child: Person, publisher_area: str) -> rules
     relationships: dict[str, set[str]] = {}
     areas = {publisher_area}
     open_case = False
-    for rel, agency in identity.current_relationships(session, child.id):
-        relationships.setdefault(agency.id, set()).add(rel.kind)
-        areas.add(agency.area)
-        open_case = open_case or agency.kind == "childrens_social_care"
+    for r in identity.current_relationships(session, child.id):
+        relationships.setdefault(r.agency_id, set()).add(r.kind)
+        areas.add(r.agency_area)
+        open_case = open_case or r.agency_kind == "childrens_social_care"
     if not open_case:
         open_case = session.exec(_AN_ACTIVE_PLAN,
                                  params={"child_id": child.id}).first() is not None

@@ -321,8 +321,8 @@ def _risk_recipients(session: Session, rule: HouseholdRiskRule,
     areas = child_areas(session, link.child_id)
     recipients = [a for area in sorted(areas) for a in area_agencies(session, area,
                                                                      rule.area_kinds)]
-    recipients += [agency.id for rel, agency in current_relationships(session, link.child_id)
-                   if rel.kind in rule.relationship_kinds and not agency.disabled]
+    recipients += [r.agency_id for r in current_relationships(session, link.child_id)
+                   if r.kind in rule.relationship_kinds and not r.agency_disabled]
     return list(dict.fromkeys(recipients)), areas
 
 

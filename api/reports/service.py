@@ -65,8 +65,8 @@ def known_to_many(session: Session, area: str) -> list[dict]:
     for child_id, agencies, flags, latest in rows:
         if area not in child_areas(session, child_id):
             continue
-        if any(agency.kind == "childrens_social_care"
-               for _, agency in current_relationships(session, child_id)):
+        if any(r.agency_kind == "childrens_social_care"
+               for r in current_relationships(session, child_id)):
             continue
         child = session.get(Person, child_id)
         if child.merged_into_id is not None:
