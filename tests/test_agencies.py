@@ -398,6 +398,22 @@ async def test_admin_rotates_a_lost_secret(client, world, session):
     assert (await get_token(client, "P81001", old)).status_code == 401
 
 
+async def test_a_rotation_retried_with_its_key_rotates_once(client, world, session):
+    await client.post("/v1/agencies", json=body(), headers=world.auth("admin"))
+    keyed = {**world.auth("admin"), "Idempotency-Key": "rotate-1"}
+    first = await client.post("/v1/agencies/P81001/secret", headers=keyed)
+    again = await client.post("/v1/agencies/P81001/secret", headers=keyed)
+    assert first.status_code == again.status_code == 200
+    assert again.headers["idempotent-replayed"] == "true"
+    assert again.json() == {**first.json(), "client_secret": None}  # never stored, never shown
+    assert (await get_token(client, "P81001", first.json()["client_secret"])).status_code == 200
+    rotations = session.exec(select(func.count()).select_from(AuditEvent).where(
+        AuditEvent.action == "agency.rotate_secret")).one()
+    assert rotations == 1
+    other = await client.post("/v1/agencies/GP-A/secret", headers=keyed)  # another agency
+    problem(other, 409)
+
+
 async def test_same_idempotency_key_with_another_body_is_409(client, world, session):
     headers = {**world.auth("admin"), "Idempotency-Key": "reg-2"}
     assert (await client.post("/v1/agencies", json=body(), headers=headers)).status_code == 201

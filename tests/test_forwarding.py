@@ -11,6 +11,7 @@ from sqlmodel import select
 from standardwebhooks.webhooks import Webhook
 
 from api.agencies.schemas import AgencyOut
+from api.audit.models import AuditEvent
 from api.db import utcnow
 from api.encoding import json_ready
 from api.forwarding.models import Delivery, Subscription
@@ -214,6 +215,22 @@ async def test_subscriptions_are_private_to_their_agency(client, world, session)
                                 headers=world.auth("SCHOOL-A"))).status_code == 204
     assert (await client.post("/v1/subscriptions", json={"delivery": {"mode": "feed"}},
                               headers=world.auth("mash.a"))).status_code == 403
+
+
+async def test_an_unsubscribe_retried_with_its_key_is_answered_as_the_first(client, world,
+                                                                            session):
+    sub = await subscribe(client, world, "SCHOOL-A", {"mode": "feed"})
+    url, keyed = f"/v1/subscriptions/{sub['id']}", {**world.auth("SCHOOL-A"),
+                                                    "Idempotency-Key": "unsubscribe-1"}
+    first = await client.delete(url, headers=keyed)
+    again = await client.delete(url, headers=keyed)  # the first answer was lost on the way
+    assert first.status_code == again.status_code == 204
+    assert again.content == b"" and again.headers["idempotent-replayed"] == "true"
+    deleted = session.exec(select(AuditEvent).where(
+        AuditEvent.action == "subscription.delete", AuditEvent.actor == "SCHOOL-A")).all()
+    assert len(deleted) == 1
+    # without the key, the subscription is simply gone
+    assert (await client.delete(url, headers=world.auth("SCHOOL-A"))).status_code == 404
 
 
 # --- feed ---------------------------------------------------------------------------------

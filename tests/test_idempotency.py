@@ -41,6 +41,17 @@ async def test_keys_are_per_caller(client, world, session):
     assert a.status_code == b.status_code == 201 and a.json()["id"] != b.json()["id"]
 
 
+def test_every_write_takes_an_idempotency_key(app):
+    """The contract: every write accepts `Idempotency-Key`. The token endpoint is OAuth's own,
+    not a write of this service's records."""
+    writes = [(method, path) for path, item in app.openapi()["paths"].items()
+              for method, operation in item.items()
+              if method in ("post", "put", "patch", "delete") and path != "/v1/oauth/token"
+              and not any(p["in"] == "header" and p["name"].lower() == "idempotency-key"
+                          for p in operation.get("parameters", []))]
+    assert writes == []
+
+
 async def test_without_a_key_each_post_is_new(client, world, session):
     await client.post("/v1/flags", json=flag_body(), headers=world.auth("POLICE-A"))
     await client.post("/v1/flags", json=flag_body(), headers=world.auth("POLICE-A"))

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import date, datetime, timezone
+from datetime import date, datetime
 
 import pytest
 from sqlmodel import func, select
@@ -265,8 +265,15 @@ async def test_no_suspected_move_when_a_transfer_exists_and_dismissal(client, wo
     url = f"/v1/suspected-moves/{move['id']}/dismiss"
     reason = {"reason": "Foster placement is across the border; the child has not moved."}
     assert (await client.post(url, json=reason, headers=world.auth("GP-A"))).status_code == 403
-    r = await client.post(url, json=reason, headers=world.auth("mash.b"))
+    keyed = {**world.auth("mash.b"), "Idempotency-Key": "dismiss-1"}
+    r = await client.post(url, json=reason, headers=keyed)
     assert r.status_code == 200 and r.json()["status"] == "dismissed"
+    again = await client.post(url, json=reason, headers=keyed)  # a retry after a lost answer
+    assert again.status_code == 200 and again.json() == r.json()
+    assert again.headers["idempotent-replayed"] == "true"
+    other = await client.post(url, json={"reason": "Another reason, the same key."},
+                              headers=keyed)
+    assert other.status_code == 409
     assert (await client.post(url, json=reason, headers=world.auth("mash.b"))).status_code == 409
 
 

@@ -51,13 +51,17 @@ def create_agency(
 def rotate_secret(
     agency_id: str,
     session: SessionDep,
+    idem: IdempotencyDep,
     principal: Annotated[Principal, Depends(require_roles("admin"))],
 ):
+    if replay := idem.replay():  # rotated already: not again, and the secret is not shown again
+        return replay
     agency, secret = service.rotate_secret(session, agency_id)
     audit.record(session, actor=principal.sub, actor_agency=principal.agency_id,
                  action="agency.rotate_secret", outcome="rotated", recipient=agency.id)
-    session.commit()
-    return AgencyCreated(**_out(agency).model_dump(), client_secret=secret)
+    out = _out(agency).model_dump()
+    return idem.commit(200, AgencyCreated(**out, client_secret=secret),
+                       remember={**out, "client_secret": None})
 
 
 @router.get("", response_model=Page[AgencyOut], summary="Registered agencies")

@@ -2,7 +2,7 @@ import asyncio
 import time
 from typing import Annotated
 
-from fastapi import APIRouter, Query, Request, Response
+from fastapi import APIRouter, Query, Request
 from fastapi.concurrency import run_in_threadpool
 from sqlmodel import select
 
@@ -59,12 +59,14 @@ def list_subscriptions(agency: CallingAgency, session: SessionDep, page: PageDep
 
 @router.delete("/subscriptions/{subscription_id}", status_code=204,
                summary="End a subscription (its queued items move to the feed)")
-def delete_subscription(subscription_id: str, agency: CallingAgency, session: SessionDep):
+def delete_subscription(subscription_id: str, agency: CallingAgency, session: SessionDep,
+                        idem: IdempotencyDep):
+    if replay := idem.replay():
+        return replay
     service.unsubscribe(session, agency, subscription_id)
     audit.record(session, actor=agency.id, actor_agency=agency.id, action="subscription.delete",
                  outcome="deleted")
-    session.commit()
-    return Response(status_code=204)
+    return idem.commit(204)
 
 
 @router.get("/feed", response_model=FeedPage,

@@ -13,7 +13,7 @@ import json
 from typing import Annotated, Any
 
 from fastapi import Depends, Header, Request
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session
 
@@ -31,7 +31,7 @@ class Idempotency:
         self.key = key
         self.request_hash = request_hash
 
-    def replay(self) -> JSONResponse | None:
+    def replay(self) -> Response | None:
         """The stored first result for this key, if any (409 if the body differs)."""
         if self.key is None:
             return None
@@ -44,16 +44,16 @@ class Idempotency:
                 "This Idempotency-Key was already used with a different request body.",
                 errors=[{"field": "Idempotency-Key", "message": "reused with a different body"}],
             )
-        return JSONResponse(found.response_body, status_code=found.status_code,
-                            headers={"Idempotent-Replayed": "true"})
+        return _response(found.response_body, found.status_code,
+                         headers={"Idempotent-Replayed": "true"})
 
-    def commit(self, status_code: int, body: Any, *, remember: Any = None) -> JSONResponse:
+    def commit(self, status_code: int, body: Any = None, *, remember: Any = None) -> Response:
         """Remember the result with the write, commit both, and return the response.
 
         `remember` replaces what is stored for replays when the response holds a secret that
         must never rest in the database.
         """
-        encoded = json_ready(body)
+        encoded = None if status_code == 204 else json_ready(body)
         if self.key is not None:
             self.session.add(IdempotencyRecord(
                 principal=self.scope, key=self.key, request_hash=self.request_hash,
@@ -68,7 +68,14 @@ class Idempotency:
             if replayed is None:
                 raise
             return replayed
-        return JSONResponse(encoded, status_code=status_code)
+        return _response(encoded, status_code)
+
+
+def _response(body: Any, status_code: int, headers: dict[str, str] | None = None) -> Response:
+    """The result as sent: JSON, or nothing at all for 204 No Content."""
+    if status_code == 204:
+        return Response(status_code=204, headers=headers)
+    return JSONResponse(body, status_code=status_code, headers=headers)
 
 
 async def idempotency(

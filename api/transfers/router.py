@@ -108,10 +108,12 @@ def dismiss_move(
     body: DismissMove,
     session: SessionDep,
     principal: Annotated[Principal, Depends(require_roles("mash_practitioner", "agency_system"))],
+    idem: IdempotencyDep,
 ):
+    if replay := idem.replay():
+        return replay
     move = service.dismiss_move(session, principal, move_id, body.reason)
-    session.commit()
-    return move_out(move)
+    return idem.commit(200, move_out(move))
 
 
 def move_out(m: SuspectedMove) -> SuspectedMoveOut:
