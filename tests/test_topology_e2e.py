@@ -21,7 +21,7 @@ import pytest
 import sqlalchemy as sa
 
 from tests.conftest import fresh_database
-from tests.factories import NHS, flag_body
+from tests.factories import NHS, flag_body, relationship_body
 from tests.processes import (Topology, free_port, police_and_school, private_postgres, run_cli,
                              running_topology, stop, wait_until)
 from tests.receiver import Receiver
@@ -260,5 +260,82 @@ def test_ten_thousand_concurrent_repeats_of_one_key_create_one_flag(db_kind, dat
             assert conn.execute(sa.text("SELECT count(*) FROM idempotencyrecord")).scalar() == 1
             assert conn.execute(sa.text(
                 "SELECT count(*) FROM auditevent WHERE action = 'flag.publish'")).scalar() == 1
+    finally:
+        engine.dispose()
+
+
+# Children each known to a GP by NHS number and to the police by name alone: one possible
+# match each, and no pair close enough to another to be proposed with it.
+MATCHED_CHILDREN = [("Amelia", "Hartley", "2019-06-02"), ("Tyler", "Okafor", "2018-03-14"),
+                    ("Aisha", "Begum", "2020-11-30"), ("Jakub", "Kowalski", "2017-08-09"),
+                    ("Linh", "Nguyen", "2021-01-21"), ("Sean", "Murphy", "2016-05-05")]
+PRACTITIONER_PASSWORD = "a-long-practitioner-password"
+
+
+def test_two_practitioners_confirming_one_match_at_once_merge_it_once(database, tmp_path):
+    """Two MASH practitioners confirm the same possible match at the same moment, each through
+    a different API process: one merges the records, the other is told it was decided (409).
+    Two merges of one pair would move the same flags twice and leave the unmerge unable to
+    put back what moved."""
+    with running_topology(database, tmp_path, workers=0) as topology:
+        first = topology.servers[0]
+        for agency, kind in (("T-GP", "gp"), ("T-POLICE", "police"), ("T-MASH", "mash")):
+            first.add_agency(agency, kind, "E08000025")
+        for user in ("t-mash-1", "t-mash-2"):
+            out = run_cli(first.env, "users", "add", "--username", user, "--password",
+                          PRACTITIONER_PASSWORD, "--role", "mash_practitioner",
+                          "--agency", "T-MASH")
+            assert out.returncode == 0, out.stderr
+        clients = [httpx.Client(base_url=s.url, timeout=30) for s in topology.servers]
+        try:
+            gp, police = (first.token(clients[0], a) for a in ("T-GP", "T-POLICE"))
+            for n, (given, family, born) in enumerate(MATCHED_CHILDREN):
+                child = {"given_name": given, "family_name": family, "birth_date": born,
+                         "postcode": "B31 2AB"}
+                r = clients[0].post("/v1/relationships", headers=gp, json={
+                    **relationship_body("registered_gp"), "subject": {"nhs_number": NHS[n],
+                                                                      **child}})
+                assert r.status_code == 201, r.text
+                r = clients[0].post("/v1/flags", headers=police, json=flag_body(
+                    subject={"local_id": f"NOM-{n}", **child}))
+                assert r.status_code == 201, r.text
+            practitioners = []
+            for client, user in zip(clients, ("t-mash-1", "t-mash-2")):
+                r = client.post("/v1/oauth/token", data={
+                    "grant_type": "password", "username": user,
+                    "password": PRACTITIONER_PASSWORD})
+                assert r.status_code == 200, r.text
+                practitioners.append({"Authorization": f"Bearer {r.json()['access_token']}"})
+            r = clients[0].get("/v1/matches", headers=practitioners[0])
+            matches = [m["id"] for m in r.json()["items"]]
+            assert len(matches) == len(MATCHED_CHILDREN), r.json()
+
+            def confirm(side: int, match_id: str, together: threading.Barrier) -> int:
+                together.wait(timeout=30)
+                return clients[side].post(
+                    f"/v1/matches/{match_id}/confirm", headers=practitioners[side],
+                    json={"reason": "Same child: date of birth and address agree."}).status_code
+
+            with ThreadPoolExecutor(max_workers=2) as pool:
+                for match_id in matches:
+                    together = threading.Barrier(2)
+                    answers = sorted(pool.map(lambda side: confirm(side, match_id, together),
+                                              (0, 1)))
+                    assert answers == [200, 409], (match_id, answers)
+        finally:
+            for client in clients:
+                client.close()
+    engine = sa.create_engine(database)
+    try:
+        with engine.connect() as conn:
+            def count(sql: str) -> int:
+                return conn.execute(sa.text(sql)).scalar()
+            assert count("SELECT count(*) FROM identitymerge") == len(MATCHED_CHILDREN)
+            assert count("SELECT count(*) FROM person WHERE merged_into_id IS NOT NULL") \
+                == len(MATCHED_CHILDREN)
+            assert count("SELECT count(*) FROM possiblematch WHERE status = 'confirmed'") \
+                == len(MATCHED_CHILDREN)
+            assert count("SELECT count(*) FROM auditevent WHERE action = 'identity.merge'") \
+                == 2 * len(MATCHED_CHILDREN)
     finally:
         engine.dispose()
