@@ -23,6 +23,7 @@ from tests.conftest import GENEROUS_RATE_LIMITS
 from tests.factories import NHS, relationship_body
 
 FLAGSHARE = str(Path(sys.executable).parent / "flagshare")
+USER_PASSWORD = "a-long-password-for-e2e-users"  # every person `Server.add_user` adds
 
 
 def free_port() -> int:
@@ -55,6 +56,21 @@ class Server:
         r = client.post("/v1/oauth/token", data={
             "grant_type": "client_credentials", "client_id": agency_id,
             "client_secret": self.secrets[agency_id]})
+        assert r.status_code == 200, r.text
+        return {"Authorization": f"Bearer {r.json()['access_token']}"}
+
+    def add_user(self, username: str, role: str, agency_id: str | None = None) -> None:
+        """A person held by the service (`flagshare users add`), with USER_PASSWORD."""
+        out = run_cli(self.env, "users", "add", "--username", username, "--password",
+                      USER_PASSWORD, "--role", role,
+                      *(("--agency", agency_id) if agency_id else ()))
+        assert out.returncode == 0, out.stderr
+
+    @staticmethod
+    def user_token(client: httpx.Client, username: str) -> dict[str, str]:
+        """A bearer header for a person added by `add_user` (password grant)."""
+        r = client.post("/v1/oauth/token", data={
+            "grant_type": "password", "username": username, "password": USER_PASSWORD})
         assert r.status_code == 200, r.text
         return {"Authorization": f"Bearer {r.json()['access_token']}"}
 

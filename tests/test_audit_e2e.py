@@ -13,11 +13,10 @@ import pytest
 
 from tests.conftest import fresh_database
 from tests.factories import NHS, flag_body, relationship_body
-from tests.processes import run_cli, running_server, stop, wait_until
+from tests.processes import Server, run_cli, running_server, stop, wait_until
 
 AREA = "E08000025"
 PUBLISHES = 80
-AUDITOR_PASSWORD = "a-long-auditor-password"
 NO_CONFIG = {"FLAGSHARE_DATABASE_URL": "not-a-database", "FLAGSHARE_ENVIRONMENT": "nonsense"}
 
 
@@ -33,18 +32,13 @@ def two_servers(db_kind, tmp_path):
         first = servers[0]
         first.add_agency("E2E-POLICE", "police", AREA)
         first.add_agency("E2E-SCHOOL", "education", AREA)
-        out = run_cli(first.env, "users", "add", "--username", "e2e-auditor", "--password",
-                      AUDITOR_PASSWORD, "--role", "auditor")
-        assert out.returncode == 0, out.stderr
+        first.add_user("e2e-auditor", "auditor")
         servers[1].secrets = first.secrets
         yield servers
 
 
 def auditor(http: httpx.Client) -> dict[str, str]:
-    r = http.post("/v1/oauth/token", data={"grant_type": "password", "username": "e2e-auditor",
-                                           "password": AUDITOR_PASSWORD})
-    assert r.status_code == 200, r.text
-    return {"Authorization": f"Bearer {r.json()['access_token']}"}
+    return Server.user_token(http, "e2e-auditor")
 
 
 def test_parallel_publishes_on_two_processes_make_one_unbroken_chain(two_servers, tmp_path):
@@ -106,9 +100,7 @@ def test_offline_command_finds_an_edit_and_a_cut_tail(db_kind, tmp_path):
     with fresh_database(db_kind, tmp_path) as url, running_server(url, tmp_path) as server, \
             httpx.Client(base_url=server.url, timeout=30) as http:
         server.add_agency("E2E-POLICE", "police", AREA)
-        out = run_cli(server.env, "users", "add", "--username", "e2e-auditor", "--password",
-                      AUDITOR_PASSWORD, "--role", "auditor")
-        assert out.returncode == 0, out.stderr
+        server.add_user("e2e-auditor", "auditor")
         police = server.token(http, "E2E-POLICE")
         for _ in range(3):
             assert http.post("/v1/flags", json=flag_body(), headers=police).status_code == 201
@@ -138,9 +130,7 @@ def test_a_separate_worker_process_signs_the_head(db_kind, tmp_path):
             running_server(url, tmp_path, FLAGSHARE_EMBEDDED_WORKER="false") as server, \
             httpx.Client(base_url=server.url, timeout=30) as http:
         server.add_agency("E2E-POLICE", "police", AREA)
-        out = run_cli(server.env, "users", "add", "--username", "e2e-auditor", "--password",
-                      AUDITOR_PASSWORD, "--role", "auditor")
-        assert out.returncode == 0, out.stderr
+        server.add_user("e2e-auditor", "auditor")
         headers = auditor(http)
         latest = lambda: http.get("/v1/audit/checkpoints/latest", headers=headers)  # noqa: E731
         assert latest().status_code == 404

@@ -948,9 +948,7 @@ async def test_checkpoints_signed_with_a_retired_key_stay_verifiable(client, app
 def test_keys_rotate_command_against_a_running_server(private_database_url, tmp_path):
     with running_server(private_database_url, tmp_path) as server:
         server.add_agency("ROT-GP", "gp", BIRMINGHAM)
-        out = run_cli(server.env, "users", "add", "--username", "rot.auditor", "--password",
-                      PASSWORD, "--role", "auditor")
-        assert out.returncode == 0, out.stderr
+        server.add_user("rot.auditor", "auditor")
         with httpx.Client(base_url=server.url, timeout=30) as http:
             before = server.token(http, "ROT-GP")
             old_kid = header_of(before["Authorization"].removeprefix("Bearer "))["kid"]
@@ -959,10 +957,8 @@ def test_keys_rotate_command_against_a_running_server(private_database_url, tmp_
             new_kid = re.search(r"signing with new key (\S+);", out.stdout).group(1)
             assert new_kid != old_kid
             assert http.get(PROTECTED, headers=before).status_code == 200
-            auditor = http.post(TOKEN, data={"grant_type": "password",
-                                             "username": "rot.auditor", "password": PASSWORD})
-            keys = http.get("/v1/audit/keys", headers={
-                "Authorization": f"Bearer {auditor.json()['access_token']}"}).json()
+            keys = http.get("/v1/audit/keys",
+                            headers=server.user_token(http, "rot.auditor")).json()
             assert {old_kid, new_kid} <= {k["kid"] for k in keys["keys"]}
 
 

@@ -22,22 +22,19 @@ import sqlalchemy as sa
 
 from tests.conftest import fresh_database
 from tests.factories import NHS, flag_body, relationship_body
-from tests.processes import (Topology, free_port, police_and_school, private_postgres, run_cli,
+from tests.processes import (Topology, free_port, police_and_school, private_postgres,
                              running_topology, stop, wait_until)
 from tests.receiver import Receiver
 
 # Short lease and poll so a killed worker's claims come back within seconds.
 FAST = {"FLAGSHARE_WORKER_LEASE_SECONDS": "2", "FLAGSHARE_WORKER_POLL_SECONDS": "0.2"}
-AUDITOR_PASSWORD = "a-long-auditor-password"
 
 
 def prepare(topology: Topology, receiver_url: str) -> None:
     """Police publish; the school works with the children and takes webhooks; an auditor."""
     first = topology.servers[0]
     police_and_school(first, receiver_url, "T-POLICE", "T-SCHOOL")
-    out = run_cli(first.env, "users", "add", "--username", "t-auditor", "--password",
-                  AUDITOR_PASSWORD, "--role", "auditor")
-    assert out.returncode == 0, out.stderr
+    first.add_user("t-auditor", "auditor")
 
 
 class Publisher:
@@ -108,9 +105,7 @@ def assert_nothing_lost(topology: Topology, database_url: str, publisher: Publis
     finally:
         engine.dispose()
     with httpx.Client(base_url=topology.servers[1].url, timeout=60) as http:
-        r = http.post("/v1/oauth/token", data={"grant_type": "password", "username": "t-auditor",
-                                               "password": AUDITOR_PASSWORD})
-        token = {"Authorization": f"Bearer {r.json()['access_token']}"}
+        token = topology.servers[1].user_token(http, "t-auditor")
         verified = http.get("/v1/audit/verify", headers=token).json()
     assert verified["ok"] is True and verified["first_bad_seq"] is None, verified
     assert verified["events_checked"] == verified["head_seq"]
@@ -269,7 +264,6 @@ def test_ten_thousand_concurrent_repeats_of_one_key_create_one_flag(db_kind, dat
 MATCHED_CHILDREN = [("Amelia", "Hartley", "2019-06-02"), ("Tyler", "Okafor", "2018-03-14"),
                     ("Aisha", "Begum", "2020-11-30"), ("Jakub", "Kowalski", "2017-08-09"),
                     ("Linh", "Nguyen", "2021-01-21"), ("Sean", "Murphy", "2016-05-05")]
-PRACTITIONER_PASSWORD = "a-long-practitioner-password"
 
 
 def test_two_practitioners_confirming_one_match_at_once_merge_it_once(database, tmp_path):
@@ -282,10 +276,7 @@ def test_two_practitioners_confirming_one_match_at_once_merge_it_once(database, 
         for agency, kind in (("T-GP", "gp"), ("T-POLICE", "police"), ("T-MASH", "mash")):
             first.add_agency(agency, kind, "E08000025")
         for user in ("t-mash-1", "t-mash-2"):
-            out = run_cli(first.env, "users", "add", "--username", user, "--password",
-                          PRACTITIONER_PASSWORD, "--role", "mash_practitioner",
-                          "--agency", "T-MASH")
-            assert out.returncode == 0, out.stderr
+            first.add_user(user, "mash_practitioner", "T-MASH")
         clients = [httpx.Client(base_url=s.url, timeout=30) for s in topology.servers]
         try:
             gp, police = (first.token(clients[0], a) for a in ("T-GP", "T-POLICE"))
@@ -299,13 +290,8 @@ def test_two_practitioners_confirming_one_match_at_once_merge_it_once(database, 
                 r = clients[0].post("/v1/flags", headers=police, json=flag_body(
                     subject={"local_id": f"NOM-{n}", **child}))
                 assert r.status_code == 201, r.text
-            practitioners = []
-            for client, user in zip(clients, ("t-mash-1", "t-mash-2")):
-                r = client.post("/v1/oauth/token", data={
-                    "grant_type": "password", "username": user,
-                    "password": PRACTITIONER_PASSWORD})
-                assert r.status_code == 200, r.text
-                practitioners.append({"Authorization": f"Bearer {r.json()['access_token']}"})
+            practitioners = [first.user_token(client, user)
+                             for client, user in zip(clients, ("t-mash-1", "t-mash-2"))]
             r = clients[0].get("/v1/matches", headers=practitioners[0])
             matches = [m["id"] for m in r.json()["items"]]
             assert len(matches) == len(MATCHED_CHILDREN), r.json()
