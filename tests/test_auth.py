@@ -500,6 +500,9 @@ def test_a_kid_that_now_names_another_key_refuses_tokens_of_the_old_one():
         jwt.verify(token, {"k1": second[1]}, issuer="https://idp.test", audience="flagshare")
     assert jwt.verify(jwt.sign(claims, second[0], "k1"), {"k1": second[1]},
                       issuer="https://idp.test", audience="flagshare")["sub"] == "s"
+    with pytest.raises(jwt.TokenInvalid, match="not an RSA key"):  # nor one that is not RSA
+        jwt.verify(token, {"k1": {"kty": "oct", "k": "c2VjcmV0"}}, issuer="https://idp.test",
+                   audience="flagshare")
 
 
 @pytest.mark.parametrize("headers", [
