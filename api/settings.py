@@ -59,7 +59,8 @@ class Settings(BaseSettings):
     # Per-client token buckets (per process): API requests per authenticated principal.
     rate_limit_per_minute: int = Field(default=600, ge=1, le=1_000_000)
     rate_limit_burst: int = Field(default=120, ge=1, le=1_000_000)
-    # Credential attempts (token endpoint, console sign-in) per account name and per client IP.
+    # Failed credential attempts (token endpoint, console sign-in) per account name and per
+    # client IP; counted in the database, so shared by every API process.
     credential_attempts_per_minute: int = Field(default=30, ge=1, le=1_000_000)
     credential_attempts_burst: int = Field(default=10, ge=1, le=1_000_000)
     # Log lines as JSON objects (for a log shipper) or as text; default json outside development.

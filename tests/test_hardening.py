@@ -6,20 +6,25 @@ from __future__ import annotations
 import json
 import logging
 import re
+import threading
+from concurrent.futures import ThreadPoolExecutor
 
 import httpx
 import pytest
 from argon2 import PasswordHasher
 from fastapi import APIRouter
 from sqlalchemy import text
+from sqlmodel import select
 
 from api.auth import passwords
+from api.auth.models import CredentialFailure
 from api.logs import JsonFormatter
-from api.ratelimit import MAX_TRACKED_KEYS, RateLimits
+from api.problems import ProblemError
+from api.ratelimit import MAX_TRACKED_KEYS, RateLimits, TokenBuckets
 from api.settings import Settings
 from tests.conftest import GENEROUS_RATE_LIMITS
 from tests.factories import NHS, PASSWORD, SECRET, flag_body
-from tests.processes import running_server
+from tests.processes import running_server, running_topology
 
 PROBLEM_JSON = "application/problem+json"
 
@@ -70,14 +75,13 @@ async def test_a_client_over_its_burst_gets_429_with_retry_after_and_others_do_n
 
 
 def test_buckets_for_many_keys_are_forgotten_before_memory_grows(settings, clock):
-    buckets = RateLimits(settings.model_copy(update={"credential_attempts_burst": 3}),
-                         clock).credential_failures
-    for n in range(MAX_TRACKED_KEYS * 2):  # sprayed account names, each failing once
-        buckets.take(f"account:sprayed-{n}")
+    buckets = TokenBuckets(per_minute=30, burst=3, clock=clock)
+    for n in range(MAX_TRACKED_KEYS * 2):  # many principals, each making one request
+        buckets.take(f"agency:{n}")
     assert len(buckets._buckets) <= MAX_TRACKED_KEYS
     for _ in range(3):
-        buckets.take("account:hammered")
-    assert buckets.wait_seconds("account:hammered") > 0  # the newest keys are kept
+        buckets.take("agency:hammering")
+    assert buckets.wait_seconds("agency:hammering") > 0  # the newest keys are kept
 
 
 async def test_health_metrics_and_jwks_are_never_rate_limited(client, app, settings, clock):
@@ -136,6 +140,83 @@ async def test_console_sign_in_is_paused_after_wrong_passwords(client, world, de
         "username": "auditor", "password": PASSWORD, "csrf_token": csrf(r)})
     assert r.status_code == 429 and r.headers["retry-after"] == "2"
     assert "try again in 2 s" in r.text
+
+
+# Three failures allowed, one more every 2 s: small numbers for the shared-count tests.
+GUESSING_LIMITS = {"credential_attempts_per_minute": 30, "credential_attempts_burst": 3}
+
+
+def test_failures_counted_by_one_process_are_refused_by_another(session, settings, clock):
+    """Two RateLimits are two API processes: the count of failures is the database's."""
+    one, other = (RateLimits(settings.model_copy(update=GUESSING_LIMITS), clock)
+                  for _ in range(2))
+    for _ in range(3):
+        one.note_failed_attempt(session, "GP-A", "192.0.2.1")
+    with pytest.raises(ProblemError) as refused:
+        other.admit_credential_attempt(session, "GP-A", "198.51.100.7")  # account exhausted
+    assert refused.value.status == 429 and refused.value.headers["Retry-After"] == "2"
+    with pytest.raises(ProblemError):
+        other.admit_credential_attempt(session, "POLICE-A", "192.0.2.1")  # address exhausted
+    other.admit_credential_attempt(session, "POLICE-A", "198.51.100.7")
+    clock.now += 2  # one failure's worth refilled, for every process
+    other.admit_credential_attempt(session, "GP-A", "198.51.100.7")
+
+
+def test_a_process_reading_an_earlier_time_takes_one_failure_and_no_more(session, settings):
+    """A process that read the time, then waited for another's write of a later time, finds the
+    row 'in its future': that must not eat into the allowance."""
+    behind, ahead = ManualClock(), ManualClock()
+    ahead.now += 0.5
+    limits = {clock: RateLimits(settings.model_copy(update=GUESSING_LIMITS), clock)
+              for clock in (behind, ahead)}
+    limits[ahead].note_failed_attempt(session, "GP-A", "192.0.2.1")
+    limits[behind].note_failed_attempt(session, "GP-A", "192.0.2.1")
+    limits[behind].admit_credential_attempt(session, "GP-A", "192.0.2.1")  # one of 3 left
+    limits[ahead].note_failed_attempt(session, "GP-A", "192.0.2.1")
+    with pytest.raises(ProblemError):
+        limits[ahead].admit_credential_attempt(session, "GP-A", "192.0.2.1")
+
+
+def test_rows_of_refilled_buckets_are_deleted_as_failures_are_noted(session, settings, clock):
+    limits = RateLimits(settings.model_copy(update=GUESSING_LIMITS), clock)
+    for n in range(50):  # sprayed account names, each failing once, from one address
+        limits.note_failed_attempt(session, f"sprayed-{n}", "192.0.2.1")
+    keys = lambda: set(session.exec(select(CredentialFailure.key)))  # noqa: E731
+    assert len(keys()) == 51
+    clock.now += 6  # 3 tokens at one every 2 s: every bucket is full again
+    limits.note_failed_attempt(session, "late", "198.51.100.7")
+    assert keys() == {"account:late", "address:198.51.100.7"}
+
+
+def test_a_guesser_spreading_attempts_over_api_processes_is_refused_by_both(
+        private_database_url, tmp_path):
+    """Behind a load balancer each attempt may reach another API process; the tenth wrong
+    secret is the last, whichever process each went to, even when they arrive together."""
+    limits = {f"FLAGSHARE_{name.upper()}": str(Settings.model_fields[name].default)
+              for name in ("credential_attempts_per_minute", "credential_attempts_burst")}
+    with running_topology(private_database_url, tmp_path, workers=0, **limits) as topology:
+        secret = topology.servers[0].add_agency("T-GP", "gp", "E08000025")
+        clients = [httpx.Client(base_url=s.url, timeout=30) for s in topology.servers]
+        together = threading.Barrier(10)
+
+        def guess(n: int) -> int:
+            together.wait(timeout=30)
+            return clients[n % 2].post("/v1/oauth/token", data={
+                "grant_type": "client_credentials", "client_id": "T-GP",
+                "client_secret": f"guess-{n}"}).status_code
+
+        try:
+            with ThreadPoolExecutor(10) as pool:
+                assert list(pool.map(guess, range(10))) == [401] * 10
+            for client in clients:
+                r = client.post("/v1/oauth/token", data={
+                    "grant_type": "client_credentials", "client_id": "T-GP",
+                    "client_secret": secret})
+                assert r.status_code == 429, r.text
+                assert int(r.headers["retry-after"]) >= 1
+        finally:
+            for client in clients:
+                client.close()
 
 
 # --- security headers -----------------------------------------------------------------------

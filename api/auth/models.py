@@ -28,3 +28,14 @@ class SigningKey(SQLModel, table=True):
     public_jwk: dict = Field(sa_column=Column(JSON, nullable=False))
     created_at: datetime = timestamp_column()
     retired_at: datetime | None = timestamp_column(nullable=True)
+
+
+class CredentialFailure(SQLModel, table=True):
+    """What is left of an account name's or a client address's allowance of failed sign-ins: a
+    token bucket kept in the database, so every API process refuses the same guesser and a
+    restart forgets no failure."""
+
+    key: str = Field(primary_key=True, max_length=300)
+    tokens: float
+    # Seconds since the epoch: the API processes share no monotonic clock.
+    as_of: float = Field(index=True)

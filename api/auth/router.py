@@ -68,13 +68,13 @@ def token(
                 return _oauth_error(400, "invalid_request",
                                     "client_id and client_secret are required.")
             account = client_id
-            limits.admit_credential_attempt(account, address)
+            limits.admit_credential_attempt(session, account, address)
             body = service.client_credentials(session, keyring, settings, client_id, client_secret)
         elif grant_type == "password":
             if not username or not password:
                 return _oauth_error(400, "invalid_request", "username and password are required.")
             account = username
-            limits.admit_credential_attempt(account, address)
+            limits.admit_credential_attempt(session, account, address)
             body = service.password(session, keyring, settings, username, password)
         elif not grant_type:
             return _oauth_error(400, "invalid_request", "grant_type is required.")
@@ -82,7 +82,7 @@ def token(
             return _oauth_error(400, "unsupported_grant_type",
                                 "grant_type must be client_credentials or password.")
     except service.OAuthError as exc:
-        limits.note_failed_attempt(account, address)
+        limits.note_failed_attempt(session, account, address)
         return _oauth_error(exc.status, exc.error, exc.description)
     return JSONResponse(body, headers={"Cache-Control": "no-store", "Pragma": "no-cache"})
 

@@ -62,7 +62,7 @@ def login(request: Request, session: SessionDep,
     limits = request.app.state.rate_limits
     address = request.client.host if request.client else None
     try:
-        limits.admit_credential_attempt(name, address)
+        limits.admit_credential_attempt(session, name, address)
     except ProblemError as exc:
         errors.add("username", f"{exc.detail} Sign-in is paused after several wrong passwords")
         response = _login_page(request, status=429, errors=errors, username=username,
@@ -72,7 +72,7 @@ def login(request: Request, session: SessionDep,
     try:
         user, agency = authenticate_person(session, name, password, outcome="console session")
     except OAuthError:
-        limits.note_failed_attempt(name, address)
+        limits.note_failed_attempt(session, name, address)
         errors.add("username", "The username or password is wrong")
         return _login_page(request, status=401, errors=errors, username=username,
                            next_url=_safe_next(next))
