@@ -45,13 +45,18 @@ def _serve(args, settings: Settings, policy) -> int:
     from api.main import create_app
     from api.migrate import upgrade
 
+    from api.auth.keys import SigningKeyError
+
     configure_logging(settings.effective_log_format)
     upgrade(settings.database_url)
     app = create_app(settings)
+    try:
+        app.state.keyring.ensure_signing_key()
+    except SigningKeyError as exc:
+        return _fail(str(exc))
     if args.demo:
         from api.demo import load_demo
 
-        app.state.keyring.ensure_signing_key()
         with _session(settings) as session:
             print(load_demo(session, policy, base_url=f"http://{args.host}:{args.port}"))
     # uvicorn's own logging set-up would replace ours; its access log would print query
@@ -65,6 +70,7 @@ def _worker(args, settings: Settings, policy) -> int:
     import signal
     import threading
 
+    from api.auth.keys import KeyRing, SigningKeyError
     from api.db import make_engine
     from api.forwarding.worker import DeliveryWorker
     from api.migrate import upgrade
@@ -72,6 +78,10 @@ def _worker(args, settings: Settings, policy) -> int:
     configure_logging(settings.effective_log_format)
     upgrade(settings.database_url)
     engine = make_engine(settings.database_url)
+    try:  # the worker signs audit checkpoints: find out now, not at the first one
+        KeyRing(settings, lambda: Session(engine, expire_on_commit=False)).ensure_signing_key()
+    except SigningKeyError as exc:
+        return _fail(str(exc))
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
@@ -139,14 +149,17 @@ def _agencies_add(args, settings: Settings, policy) -> int:
 
 def _keys_rotate(args, settings: Settings, policy) -> int:
     """A new token signing key; the old one is published until its tokens have expired."""
-    from api.auth.keys import KeyRing
+    from api.auth.keys import KeyRing, SigningKeyError
     from api.db import make_engine
     from api.migrate import upgrade
 
     upgrade(settings.database_url)
     engine = make_engine(settings.database_url)
     keyring = KeyRing(settings, lambda: Session(engine, expire_on_commit=False))
-    key = keyring.rotate()
+    try:
+        key = keyring.rotate()
+    except SigningKeyError as exc:
+        return _fail(str(exc))
     print(f"signing with new key {key.kid}; running processes switch within "
           f"{keyring.reload_seconds:.0f} s")
     print(f"retired keys stay in /.well-known/jwks.json for "

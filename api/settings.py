@@ -54,6 +54,10 @@ class Settings(BaseSettings):
     worker_lease_seconds: float = Field(default=60.0, ge=1, le=3600)
     # Web console: a signed-in person is signed out after this many minutes without a request.
     console_idle_minutes: int = Field(default=15, ge=1, le=480)
+    # A file holding the passphrase that encrypts the token and checkpoint signing keys where
+    # they are stored, in the database (a Docker secret): a copy of the database, or access
+    # to it, is then not enough to sign tokens or audit checkpoints.
+    signing_key_passphrase_file: Path | None = None
     # JSON list of {"issuer", "jwks_url" | "jwks_file"}.
     trusted_issuers: list[TrustedIssuer] = []
     # Per-client token buckets (per process): API requests per authenticated principal.
@@ -82,17 +86,26 @@ class Settings(BaseSettings):
             return v
         if str(info.data.get("database_url", "")).startswith("sqlite"):
             raise ValueError("is for PostgreSQL; a SQLite URL has no password")
-        try:
-            if not v.read_text().strip("\r\n"):
-                raise ValueError(f"{v} is empty")
-        except OSError as exc:
-            raise ValueError(f"cannot read {v}: {exc.strerror}") from None
+        _read_secret(v)
         return v
+
+    @field_validator("signing_key_passphrase_file")
+    @classmethod
+    def _readable_passphrase(cls, v: Path | None) -> Path | None:
+        if v is not None:
+            _read_secret(v)
+        return v
+
+    @property
+    def signing_key_passphrase(self) -> bytes | None:
+        if self.signing_key_passphrase_file is None:
+            return None
+        return _read_secret(self.signing_key_passphrase_file).encode()
 
     @model_validator(mode="after")
     def _password_into_url(self) -> Settings:
         if self.database_password_file is not None:
-            password = self.database_password_file.read_text().strip("\r\n")
+            password = _read_secret(self.database_password_file)
             url = make_url(self.database_url).set(password=password)
             self.database_url = url.render_as_string(hide_password=False)
         return self
@@ -120,6 +133,17 @@ class Settings(BaseSettings):
     @property
     def effective_log_format(self) -> str:
         return self.log_format or ("text" if self.is_development else "json")
+
+
+def _read_secret(path: Path) -> str:
+    """A secret file's content, without the line end `openssl rand` or an editor leaves."""
+    try:
+        secret = path.read_text().strip("\r\n")
+    except OSError as exc:
+        raise ValueError(f"cannot read {path}: {exc.strerror}") from None
+    if not secret:
+        raise ValueError(f"{path} is empty")
+    return secret
 
 
 @lru_cache

@@ -24,6 +24,7 @@ import pytest
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 from jose import jwt as jose_jwt
+from pydantic import ValidationError
 from sqlmodel import Session, func, select
 
 from api.agencies.models import Agency
@@ -32,14 +33,14 @@ from api.audit.models import AuditEvent
 from api.audit.verify import Checkpoint, check_signature, keys_from_jwks
 from api.auth import jwt
 from api.auth.jwt import new_rsa_key
-from api.auth.keys import KeyRing
+from api.auth.keys import KeyRing, SigningKeyError
 from api.auth.models import SigningKey, User
 from api.auth.passwords import hash_secret, new_client_secret, verify_secret
-from api.db import get_session, utcnow
+from api.db import get_session, make_engine, utcnow
 from api.main import create_app
-from api.settings import TrustedIssuer
+from api.settings import Settings, TrustedIssuer
 from tests.factories import AGENCIES, BIRMINGHAM, PASSWORD, SECRET, SANDWELL
-from tests.processes import run_cli, running_server
+from tests.processes import free_port, run_cli, running_server
 
 TOKEN = "/v1/oauth/token"
 PROTECTED = "/v1/agencies"
@@ -799,6 +800,101 @@ async def test_private_keys_never_reach_the_jwks(settings, connection, session, 
 
 
 # --- secrets and passwords -------------------------------------------------------------------
+
+# --- signing keys encrypted where they are stored ------------------------------------------
+
+def _with_passphrase(settings, tmp_path, passphrase: str = "correct horse battery staple"):
+    secret = tmp_path / f"passphrase-{len(list(tmp_path.iterdir()))}"
+    secret.write_text(passphrase + "\n")  # as `openssl rand` or an editor leaves it
+    return settings.model_copy(update={"signing_key_passphrase_file": secret})
+
+
+def _stored(session, kid: str) -> str:
+    session.expire_all()
+    return session.get(SigningKey, kid).private_pem
+
+
+async def test_with_a_passphrase_a_new_key_is_stored_encrypted_and_signs(
+        settings, connection, session, world, tmp_path):
+    claims = base_claims(world)
+    sealed = _with_passphrase(settings, tmp_path)
+    key = KeyRing(sealed, _factory(connection)).rotate()
+    stored = _stored(session, key.kid)
+    assert stored.startswith("-----BEGIN ENCRYPTED PRIVATE KEY-----")
+    with pytest.raises(TypeError):  # not a key without the passphrase
+        serialization.load_pem_private_key(stored.encode(), password=None)
+    other_process = KeyRing(sealed, _factory(connection))
+    token = other_process.sign(claims)
+    assert header_of(token)["kid"] == key.kid
+    assert stock_verify(token, other_process.jwks(), issuer=settings.issuer)["sub"] == "GP-A"
+
+
+@pytest.mark.parametrize("passphrase,message", [
+    (None, "encrypted: set FLAGSHARE_SIGNING_KEY_PASSPHRASE_FILE"),
+    ("a wrong passphrase", "does not decrypt"),
+])
+async def test_an_encrypted_key_without_its_passphrase_stops_the_process(
+        settings, connection, session, tmp_path, passphrase, message):
+    key = KeyRing(_with_passphrase(settings, tmp_path), _factory(connection)).rotate()
+    wrong = settings if passphrase is None else _with_passphrase(settings, tmp_path, passphrase)
+    ring = KeyRing(wrong, _factory(connection))
+    for start in (ring.ensure_signing_key, ring.reload, ring.rotate):
+        with pytest.raises(SigningKeyError, match=message):
+            start()
+    # the refused rotation left the key as it was: still the one signing, still encrypted
+    session.expire_all()
+    row = session.get(SigningKey, key.kid)
+    assert row.retired_at is None and row.private_pem.startswith("-----BEGIN ENCRYPTED")
+
+
+async def test_a_key_stored_in_the_clear_is_encrypted_in_place_once_a_passphrase_is_set(
+        settings, connection, session, world, tmp_path):
+    token = world.token("GP-A")  # signed by the key the suite stored in the clear
+    kid = header_of(token)["kid"]
+    assert _stored(session, kid).startswith("-----BEGIN PRIVATE KEY-----")
+    ring = KeyRing(_with_passphrase(settings, tmp_path), _factory(connection))
+    ring.ensure_signing_key()
+    assert _stored(session, kid).startswith("-----BEGIN ENCRYPTED PRIVATE KEY-----")
+    # the same key: tokens it signed before still verify, and it goes on signing
+    assert stock_verify(token, ring.jwks(), issuer=settings.issuer)["sub"] == "GP-A"
+    assert header_of(ring.sign(claims_of(token)))["kid"] == kid
+
+
+@pytest.mark.parametrize("content,message", [(None, "cannot read"), ("\n", "is empty")])
+def test_an_unreadable_passphrase_file_names_the_setting(tmp_path, content, message):
+    secret = tmp_path / "passphrase"
+    if content is not None:
+        secret.write_text(content)
+    with pytest.raises(ValidationError) as err:
+        Settings(signing_key_passphrase_file=secret)
+    (error,) = err.value.errors()
+    assert error["loc"] == ("signing_key_passphrase_file",) and message in error["msg"]
+
+
+def test_serve_and_worker_refuse_to_start_without_the_passphrase_of_a_stored_key(
+        private_database_url, tmp_path):
+    passphrase = tmp_path / "signing_key_passphrase"
+    passphrase.write_text("s3cret-for-the-keys\n")
+    with running_server(private_database_url, tmp_path,
+                        FLAGSHARE_SIGNING_KEY_PASSPHRASE_FILE=str(passphrase)) as server:
+        server.add_agency("SEAL-GP", "gp", BIRMINGHAM)
+        with httpx.Client(base_url=server.url, timeout=30) as http:
+            assert http.get(PROTECTED, headers=server.token(http, "SEAL-GP")).status_code == 200
+        env = {k: v for k, v in server.env.items()
+               if k != "FLAGSHARE_SIGNING_KEY_PASSPHRASE_FILE"}
+    engine = make_engine(private_database_url)
+    try:
+        with Session(engine) as s:
+            stored = [k.private_pem for k in s.exec(select(SigningKey))]
+    finally:
+        engine.dispose()
+    assert stored and all(pem.startswith("-----BEGIN ENCRYPTED PRIVATE KEY-----")
+                          for pem in stored)
+    for command in (("serve", "--port", str(free_port())), ("worker",), ("keys", "rotate")):
+        out = run_cli(env, *command)
+        assert out.returncode == 2, (command, out.stderr)
+        assert "set FLAGSHARE_SIGNING_KEY_PASSPHRASE_FILE" in out.stderr, (command, out.stderr)
+
 
 def test_secrets_are_stored_as_argon2_hashes():
     secret = new_client_secret()

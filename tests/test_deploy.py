@@ -90,21 +90,26 @@ def test_compose_describes_the_scaled_out_topology():
     assert "dbdata" in doc["volumes"]
 
 
-def test_the_database_password_is_only_ever_a_secret_file():
+def test_the_database_password_and_key_passphrase_are_only_ever_secret_files():
     doc = compose()
     text = COMPOSE.read_text()
     assert "POSTGRES_PASSWORD:" not in text and "PGPASSWORD" not in text
-    assert set(doc["secrets"]) == {"db_password"}
+    assert set(doc["secrets"]) == {"db_password", "signing_key_passphrase"}
     for name, service in doc["services"].items():
         if name == "proxy":
             assert "secrets" not in service
             continue
-        assert service["secrets"] == ["db_password"], name
         env = service["environment"]
         url = env.get("FLAGSHARE_DATABASE_URL")
-        if url:  # no password in the URL; the service reads it from the secret
-            assert re.match(r"postgresql\+psycopg://flagshare@db:5432/flagshare$", url)
-            assert env["FLAGSHARE_DATABASE_PASSWORD_FILE"] == "/run/secrets/db_password"
+        if not url:  # PostgreSQL itself has no use for the signing keys' passphrase
+            assert service["secrets"] == ["db_password"], name
+            continue
+        assert service["secrets"] == ["db_password", "signing_key_passphrase"], name
+        # no password in the URL; the service reads it from the secret
+        assert re.match(r"postgresql\+psycopg://flagshare@db:5432/flagshare$", url)
+        assert env["FLAGSHARE_DATABASE_PASSWORD_FILE"] == "/run/secrets/db_password"
+        assert env["FLAGSHARE_SIGNING_KEY_PASSPHRASE_FILE"] == \
+            "/run/secrets/signing_key_passphrase"
     assert doc["services"]["db"]["environment"]["POSTGRES_PASSWORD_FILE"] == \
         "/run/secrets/db_password"
 

@@ -1,4 +1,8 @@
-"""Signing keys (persisted in the database) and the key sets of trusted issuers."""
+"""Signing keys (persisted in the database) and the key sets of trusted issuers.
+
+With FLAGSHARE_SIGNING_KEY_PASSPHRASE_FILE set, the private halves are stored encrypted
+(PKCS #8, the passphrase never in the database) and decrypted only in each process's memory.
+"""
 
 from __future__ import annotations
 
@@ -11,6 +15,7 @@ from datetime import timedelta
 from typing import Any
 
 import httpx
+from cryptography.hazmat.primitives import serialization
 from sqlmodel import Session, select
 
 from api.auth import jwt
@@ -29,6 +34,12 @@ KEY_RELOAD_SECONDS = 30
 # cheap for anyone to send).
 KID_MISS_RELOAD_SECONDS = 1
 _NEVER_FETCHED = (float("-inf"), {})  # (fetched at, keys) of an outside issuer not yet read
+SEALED = "-----BEGIN ENCRYPTED PRIVATE KEY-----"
+
+
+class SigningKeyError(Exception):
+    """The stored signing key cannot be used with this configuration: the process must not
+    start."""
 
 
 class KeyRing:
@@ -53,6 +64,8 @@ class KeyRing:
         self._signing: tuple[str, str] | None = None
         self._external: dict[str, tuple[float, dict[str, dict[str, Any]]]] = {}
         self._last_own_reload = float("-inf")
+        self._passphrase = settings.signing_key_passphrase
+        self._opened: dict[str, str] = {}  # stored form -> private PEM in the clear
 
     @property
     def publication_horizon(self) -> timedelta:
@@ -61,10 +74,17 @@ class KeyRing:
         return timedelta(seconds=self.reload_seconds + longest + CLOCK_SKEW_SECONDS)
 
     def ensure_signing_key(self) -> None:
-        """Create the first signing key if the database has none; then load all keys."""
+        """Create the first signing key if the database has none, or encrypt one stored in the
+        clear once a passphrase is configured; then load all keys. Raises SigningKeyError when
+        the stored key cannot be opened."""
         with self.session_factory() as session:
-            if session.exec(select(SigningKey).where(SigningKey.retired_at.is_(None))).first() is None:
-                session.add(_new_signing_key())
+            active = session.exec(select(SigningKey).where(SigningKey.retired_at.is_(None))).first()
+            if active is None:
+                session.add(_new_signing_key(self._passphrase))
+                session.commit()
+            elif self._passphrase and not active.private_pem.startswith(SEALED):
+                active.private_pem = _seal(active.private_pem, self._passphrase)
+                session.add(active)
                 session.commit()
         self.reload()
 
@@ -72,11 +92,13 @@ class KeyRing:
         """Sign with a new key from now on; the current one is retired (see the class)."""
         with self.session_factory() as session:
             now = utcnow()
-            for old in session.exec(select(SigningKey).where(SigningKey.retired_at.is_(None))):
+            current = session.exec(select(SigningKey).where(SigningKey.retired_at.is_(None))).all()
+            for old in current:
+                self._open(old.private_pem)  # never a key in the clear for want of the passphrase
                 old.retired_at = now
                 old.private_pem = ""  # never signs again: nothing left to steal
                 session.add(old)
-            key = _new_signing_key()
+            key = _new_signing_key(self._passphrase)
             session.add(key)
             session.commit()
         self.reload()
@@ -85,11 +107,33 @@ class KeyRing:
     def reload(self) -> None:
         with self.session_factory() as session:
             rows = session.exec(select(SigningKey).order_by(SigningKey.created_at)).all()
+        active = [r for r in rows if r.retired_at is None]
+        signing = (active[-1].kid, self._open(active[-1].private_pem)) if active else None
         with self._lock:
             self._keys = list(rows)
-            active = [r for r in rows if r.retired_at is None]
-            self._signing = (active[-1].kid, active[-1].private_pem) if active else None
+            self._signing = signing
             self._last_own_reload = time.monotonic()
+
+    def _open(self, stored: str) -> str:
+        """The private key in the clear; decrypting costs milliseconds, so each stored form is
+        opened once."""
+        if not stored.startswith(SEALED):
+            return stored
+        if stored not in self._opened:
+            if self._passphrase is None:
+                raise SigningKeyError(
+                    "the signing key in the database is encrypted: set "
+                    "FLAGSHARE_SIGNING_KEY_PASSPHRASE_FILE to the file holding its passphrase")
+            try:
+                key = serialization.load_pem_private_key(stored.encode(), self._passphrase)
+            except ValueError:
+                raise SigningKeyError(
+                    "the passphrase in FLAGSHARE_SIGNING_KEY_PASSPHRASE_FILE does not decrypt "
+                    "the signing key in the database") from None
+            self._opened[stored] = key.private_bytes(
+                serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                serialization.NoEncryption()).decode()
+        return self._opened[stored]
 
     def reload_if_stale(self) -> None:
         """Re-read the keys if the last read is older than `reload_seconds`. Call it outside
@@ -186,7 +230,16 @@ class KeyRing:
             return {}
 
 
-def _new_signing_key() -> SigningKey:
+def _new_signing_key(passphrase: bytes | None) -> SigningKey:
     pem, public = jwt.new_rsa_key()
     kid = new_id()
-    return SigningKey(kid=kid, private_pem=pem, public_jwk={**public, "kid": kid})
+    return SigningKey(kid=kid, private_pem=_seal(pem, passphrase) if passphrase else pem,
+                      public_jwk={**public, "kid": kid})
+
+
+def _seal(pem: str, passphrase: bytes) -> str:
+    """The private key encrypted under the passphrase (PKCS #8, the best scheme cryptography
+    offers), as it is stored."""
+    key = serialization.load_pem_private_key(pem.encode(), None)
+    return key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                             serialization.BestAvailableEncryption(passphrase)).decode()
