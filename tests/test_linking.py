@@ -373,14 +373,49 @@ async def test_a_baby_with_the_mothers_nhs_number_is_proposed_as_the_unborn_chil
     assert again["child_id"] == baby_id
 
 
-def test_a_baby_born_far_from_the_expected_date_is_not_proposed(session, world):
+async def test_an_unborn_record_made_after_the_babys_is_proposed_as_that_baby(
+        client, world, session):
+    """A midwife's pre-birth concern recorded after the GP registered the baby: the concern
+    must still find its way to the baby's record."""
+    edd = date.today() - timedelta(days=10)
+    baby = {"nhs_number": NHS[0], "given_name": "Baby", "family_name": "Hartley",
+            "birth_date": (edd + timedelta(days=6)).isoformat(), "sex": "female",
+            "mother_nhs_number": NHS[8]}
+    await relate(client, world, "GP-A", "registered_gp", baby)
+    assert count(session, PossibleMatch) == 0
+    concern = await post_flag(client, world, who="MW-A", subject={
+        "mother_nhs_number": NHS[8], "expected_delivery_date": edd.isoformat()},
+        category="unborn_child_protection_concern",
+        summary="Mother disclosed her previous baby was removed from her care; a pre-birth "
+                "assessment was needed.")
+    [match] = session.exec(select(PossibleMatch)).all()
+    assert match.kind == "unborn_to_born"
+    assert concern["child_id"] in (match.person_id, match.other_person_id)
+    assert match.reasons == [{"field": "mother_nhs_number", "match": "exact"},
+                             {"field": "birth_date",
+                              "match": "6 days after expected_delivery_date"}]
+    r = await client.post(f"/v1/matches/{match.id}/confirm", json=DECIDE,
+                          headers=world.auth("mash.a"))
+    assert r.status_code == 200, r.text
+    assert r.json()["merge"]["merged_id"] == concern["child_id"]  # the born record is kept
+    session.expire_all()
+    assert sorted(d.event_type for d in session.exec(select(Delivery).where(
+        Delivery.flag_id == concern["id"], Delivery.recipient_id == "GP-A"))) == ["flag.shared"]
+
+
+@pytest.mark.parametrize("unborn_first", [True, False])
+def test_a_baby_born_far_from_the_expected_date_is_not_proposed(session, world, unborn_first):
     edd = date.today() - timedelta(days=100)
-    resolve_child(session, "MW-A", Subject(mother_nhs_number=NHS[8], expected_delivery_date=edd))
+    unborn = Subject(mother_nhs_number=NHS[8], expected_delivery_date=edd)
+    if unborn_first:
+        resolve_child(session, "MW-A", unborn)
     resolve_child(session, "GP-A", Subject(nhs_number=NHS[0], family_name="Hartley",
                                            birth_date=edd + timedelta(days=22),
                                            mother_nhs_number=NHS[8]))
     resolve_child(session, "GP-A", Subject(nhs_number=NHS[1], family_name="Hartley",
                                            birth_date=edd, mother_nhs_number=NHS[9]))
+    if not unborn_first:
+        resolve_child(session, "MW-A", unborn)
     assert count(session, PossibleMatch) == 0
 
 

@@ -67,11 +67,13 @@ def propose_matches(session: Session, person: Person, agency_id: str) -> list[Po
         found.append(("demographics", other, result.total, result.reasons()))
     if person.mother_nhs_number and person.birth_date is not None:
         for unborn in _unborn_siblings_due(session, person):
-            days = (person.birth_date - unborn.expected_delivery_date).days
-            found.append(("unborn_to_born", unborn, 10.0, [
-                {"field": "mother_nhs_number", "match": "exact"},
-                {"field": "birth_date", "match": f"{abs(days)} days "
-                 f"{'after' if days >= 0 else 'before'} expected_delivery_date"}]))
+            found.append(("unborn_to_born", unborn, 10.0,
+                          _birth_reasons(person.birth_date, unborn.expected_delivery_date)))
+    elif person.unborn and person.mother_nhs_number and person.expected_delivery_date:
+        # The baby's record came first: a concern raised before the birth, recorded after it.
+        for baby in _babies_born_around(session, person):
+            found.append(("unborn_to_born", baby, 10.0,
+                          _birth_reasons(baby.birth_date, person.expected_delivery_date)))
     agency = session.get(Agency, agency_id)
     queued = []
     for kind, other, points, reasons in found:
@@ -102,6 +104,22 @@ def _unborn_siblings_due(session: Session, baby: Person) -> list[Person]:
         Person.birth_date.is_(None), Person.merged_into_id.is_(None), Person.id != baby.id,
         Person.expected_delivery_date >= born - BORN_AFTER_EDD,
         Person.expected_delivery_date <= born + BORN_BEFORE_EDD).order_by(Person.id)).all())
+
+
+def _babies_born_around(session: Session, unborn: Person) -> list[Person]:
+    """Born children of the unborn child's mother whose birth date could be its birth."""
+    due: date = unborn.expected_delivery_date
+    return list(session.exec(select(Person).where(
+        Person.mother_nhs_number == unborn.mother_nhs_number, Person.merged_into_id.is_(None),
+        Person.id != unborn.id, Person.birth_date >= due - BORN_BEFORE_EDD,
+        Person.birth_date <= due + BORN_AFTER_EDD).order_by(Person.id)).all())
+
+
+def _birth_reasons(born: date, due: date) -> list[dict]:
+    days = (born - due).days
+    return [{"field": "mother_nhs_number", "match": "exact"},
+            {"field": "birth_date", "match": f"{abs(days)} days "
+             f"{'after' if days >= 0 else 'before'} expected_delivery_date"}]
 
 
 def _queue(session: Session, person: Person, other: Person, kind: str, points: float,

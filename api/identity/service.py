@@ -25,6 +25,7 @@ DEMOGRAPHICS = ("given_name", "family_name", "birth_date", "sex", "postcode", "e
 def resolve_child(session: Session, agency_id: str, subject: Subject) -> Person:
     """The child a subject names, created if new; an agency's local id is linked to it."""
     by_local = _by_local_id(session, agency_id, subject.local_id) if subject.local_id else None
+    new_unborn = False
     if subject.nhs_number:
         person = current(session, _first(session, select(Person).where(
             Person.nhs_number == subject.nhs_number)))
@@ -58,6 +59,7 @@ def resolve_child(session: Session, agency_id: str, subject: Subject) -> Person:
             )
             mother = get_or_create_by_nhs(session, subject.mother_nhs_number)
             link_person(session, person.id, mother.id, "parent", "mother", agency_id)
+            new_unborn = True
     else:
         person = by_local or Person()
     gained = _fill_blanks(person, subject)
@@ -72,7 +74,7 @@ def resolve_child(session: Session, agency_id: str, subject: Subject) -> Person:
     session.flush()
     if subject.mother_nhs_number and not subject.unborn:
         _link_mother(session, person, subject.mother_nhs_number, agency_id)
-    if gained:  # new, or newly described: it may be a record already held under another name
+    if gained or new_unborn:  # it may be a record already held under another name, or born
         propose_matches(session, person, agency_id)
     return person
 
