@@ -379,6 +379,29 @@ async def test_unknown_accounts_cost_the_same_argon2_verification(client, world,
     assert len(argon2_verifications) == 2 and argon2_verifications[1] != passwords._DUMMY_HASH
 
 
+@pytest.mark.parametrize("form,status", [
+    ({"grant_type": "client_credentials", "client_id": "GP-A", "client_secret": SECRET}, 200),
+    ({"grant_type": "client_credentials", "client_id": "GP-A", "client_secret": "x"}, 401),
+    ({"grant_type": "password", "username": "auditor", "password": PASSWORD}, 200),
+    ({"grant_type": "password", "username": "auditor", "password": "x"}, 401),
+])
+async def test_no_transaction_is_held_while_a_secret_is_hashed(client, world, session,
+                                                               monkeypatch, form, status):
+    """Argon2 takes a fifth of a second: a transaction open meanwhile would hold a pooled
+    connection, and on SQLite the one write lock that every publish waits for."""
+    in_transaction: list[bool] = []
+
+    class WatchingHasher(PasswordHasher):
+        def verify(self, hash, password):  # noqa: A002 (argon2's own parameter names)
+            in_transaction.append(session.in_transaction())
+            return super().verify(hash, password)
+
+    monkeypatch.setattr(passwords, "_hasher", WatchingHasher())
+    r = await client.post("/v1/oauth/token", data=form)
+    assert r.status_code == status, r.text
+    assert in_transaction == [False]
+
+
 # --- opaque 500s -------------------------------------------------------------------------------
 
 # What a defect's exception might say; the log's stack shows the code line, not this.
