@@ -403,6 +403,42 @@ async def test_an_unborn_record_made_after_the_babys_is_proposed_as_that_baby(
         Delivery.flag_id == concern["id"], Delivery.recipient_id == "GP-A"))) == ["flag.shared"]
 
 
+async def test_twins_of_one_unborn_record_are_never_merged_into_one_child(
+        client, world, session):
+    """Both babies of one pregnancy are proposed as its birth. Confirming the first is right;
+    confirming the second would make the twins one child."""
+    edd = date.today() - timedelta(days=10)
+    await post_flag(client, world, who="MW-A", category="unborn_child_protection_concern",
+                    subject={"mother_nhs_number": NHS[8],
+                             "expected_delivery_date": edd.isoformat()},
+                    summary="Mother disclosed her previous baby was removed from her care; a "
+                            "pre-birth assessment is needed.")
+    twins = {}
+    for nhs, given in ((NHS[0], "Ava"), (NHS[1], "Isla")):
+        r = await relate(client, world, "GP-A", "registered_gp", {
+            "nhs_number": nhs, "given_name": given, "family_name": "Hartley",
+            "birth_date": (edd - timedelta(days=4)).isoformat(), "mother_nhs_number": NHS[8]})
+        twins[given] = r["child_id"]
+    matches = {next(name for name, child in twins.items()
+                    if child in (m.person_id, m.other_person_id)): m
+               for m in session.exec(select(PossibleMatch)).all()}
+    assert sorted(matches) == ["Ava", "Isla"]
+    assert {m.kind for m in matches.values()} == {"unborn_to_born"}
+    r = await client.post(f"/v1/matches/{matches['Ava'].id}/confirm", json=DECIDE,
+                          headers=world.auth("mash.a"))
+    assert r.status_code == 200, r.text
+    r = await client.post(f"/v1/matches/{matches['Isla'].id}/confirm", json=DECIDE,
+                          headers=world.auth("mash.a"))
+    assert r.status_code == 409, r.text
+    assert "different NHS numbers" in r.json()["detail"]
+    session.expire_all()
+    assert session.get(Person, twins["Isla"]).merged_into_id is None
+    assert session.get(Person, twins["Ava"]).merged_into_id is None
+    r = await client.post(f"/v1/matches/{matches['Isla'].id}/reject", json=DECIDE,
+                          headers=world.auth("mash.a"))
+    assert r.status_code == 200 and r.json()["status"] == "rejected"
+
+
 @pytest.mark.parametrize("unborn_first", [True, False])
 def test_a_baby_born_far_from_the_expected_date_is_not_proposed(session, world, unborn_first):
     edd = date.today() - timedelta(days=100)

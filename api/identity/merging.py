@@ -95,6 +95,13 @@ def confirm(session: Session, policy: Policy, principal: Principal, match_id: st
     a, b = _lock_pair(session, first.id, second.id)
     if a.merged_into_id or b.merged_into_id:
         raise ProblemError(409, "One of these records was merged concurrently; try again.")
+    if a.nhs_number and b.nhs_number and a.nhs_number != b.nhs_number:
+        # Twins reach this: both babies were proposed as the birth of one unborn record.
+        raise ProblemError(409, "These records now carry different NHS numbers: they are two "
+                           "children and are never merged. If they are twins, what was recorded "
+                           "before the birth is on the record confirmed first; ask its "
+                           "publisher to publish it for the other child too. Reject this match "
+                           "to close it.")
     kept, retired = choose_kept(a, b)
     _claim(session, match, "confirmed", principal, reason)
     merge = merge_records(session, kept, retired, match, principal.sub, reason)
