@@ -42,10 +42,9 @@ def _fail(message: str, code: int = 2) -> int:
 def _serve(args, settings: Settings, policy) -> int:
     import uvicorn
 
+    from api.auth.keys import SigningKeyError
     from api.main import create_app
     from api.migrate import upgrade
-
-    from api.auth.keys import SigningKeyError
 
     configure_logging(settings.effective_log_format)
     upgrade(settings.database_url)
