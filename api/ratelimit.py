@@ -81,7 +81,8 @@ class TokenBuckets:
 class SharedTokenBuckets:
     """Token buckets kept in the database, read and taken from within the caller's session, so
     that every API process on the database sees the same levels. A key with no row has a full
-    bucket; rows whose buckets have refilled are deleted as failures are noted."""
+    bucket; rows whose buckets have refilled are deleted as failures are noted, and by the
+    delivery worker now and then."""
 
     def __init__(self, per_minute: int, burst: int, clock: Callable[[], float] = time.time):
         self.rate = per_minute / 60.0
@@ -99,9 +100,7 @@ class SharedTokenBuckets:
         """Take a token from each key's bucket that has one, in this session's transaction.
         The rows are locked first, so two processes noting a failure at once both count."""
         now = self.clock()
-        # An empty bucket is full again after burst / rate seconds; its row then says nothing.
-        session.execute(delete(CredentialFailure).where(
-            CredentialFailure.as_of <= now - self.burst / self.rate))
+        self.forget_refilled(session, now)
         session.execute(
             _insert_ignoring_conflicts(session)
             .values([{"key": key, "tokens": self.burst, "as_of": now} for key in keys])
@@ -113,6 +112,24 @@ class SharedTokenBuckets:
             # Another process may have written a later time while this one waited for the row.
             row.tokens, row.as_of = (level - 1 if level >= 1 else level), max(now, row.as_of)
             session.add(row)
+
+
+    def forget_refilled(self, session: Session, now: float | None = None) -> None:
+        """Delete the rows of buckets that are full again (burst / rate seconds after their last
+        failure): they say nothing more, and an address or account name that failed is kept
+        no longer than it counts."""
+        now = self.clock() if now is None else now
+        session.execute(delete(CredentialFailure).where(
+            CredentialFailure.as_of <= now - self.burst / self.rate))
+
+
+def forget_refilled_failures(session_factory: Callable[[], Session], settings: Settings) -> None:
+    """The delivery worker's periodic clean-up of the failed-attempt table."""
+    buckets = SharedTokenBuckets(settings.credential_attempts_per_minute,
+                                 settings.credential_attempts_burst)
+    with session_factory() as session:
+        buckets.forget_refilled(session)
+        session.commit()
 
 
 def _refilled(tokens: float, elapsed: float, rate: float, burst: float) -> float:

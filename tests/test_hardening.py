@@ -7,6 +7,7 @@ import json
 import logging
 import re
 import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 
 import httpx
@@ -18,6 +19,7 @@ from sqlmodel import select
 
 from api.auth import passwords
 from api.auth.models import CredentialFailure
+from api.forwarding.worker import DeliveryWorker
 from api.logs import JsonFormatter
 from api.problems import ProblemError
 from api.ratelimit import MAX_TRACKED_KEYS, RateLimits, TokenBuckets
@@ -186,6 +188,20 @@ def test_rows_of_refilled_buckets_are_deleted_as_failures_are_noted(session, set
     clock.now += 6  # 3 tokens at one every 2 s: every bucket is full again
     limits.note_failed_attempt(session, "late", "198.51.100.7")
     assert keys() == {"account:late", "address:198.51.100.7"}
+
+
+def test_the_worker_forgets_failures_once_their_buckets_are_full_again(app, session, settings):
+    """A failed sign-in's account name and address are kept no longer than they count, even
+    when no later failure comes to clear them."""
+    RateLimits(settings).note_failed_attempt(session, "GP-A", "192.0.2.1")
+    full_again = time.time() - 60 * settings.credential_attempts_burst \
+        / settings.credential_attempts_per_minute - 1
+    session.add(CredentialFailure(key="address:198.51.100.7", tokens=0, as_of=full_again))
+    session.commit()
+    DeliveryWorker(app.state.session_factory, settings).run_once()
+    session.expire_all()
+    assert set(session.exec(select(CredentialFailure.key))) == {"account:GP-A",
+                                                                "address:192.0.2.1"}
 
 
 def test_a_guesser_spreading_attempts_over_api_processes_is_refused_by_both(

@@ -32,6 +32,7 @@ from api.forwarding import service
 from api.forwarding.models import Delivery, Subscription
 from api.forwarding.targets import TargetRefused, check_url
 from api.policy.loader import Policy
+from api.ratelimit import forget_refilled_failures
 from api.settings import Settings
 from api.transfers.service import sweep_overdue
 
@@ -98,15 +99,19 @@ class DeliveryWorker:
     # --- one pass -------------------------------------------------------------------------
 
     def run_once(self, batch: int = 50) -> int:
-        """Send what is due, then escalate silence; returns the number of sends attempted."""
+        """Send what is due, then escalate silence; now and then sign the audit chain's head,
+        sweep transfer deadlines and forget spent failed sign-ins. Returns the number of sends
+        attempted."""
         claimed = self.claim(batch)
         # Sends overlap (receivers are slow, not us); settling stays one transaction each.
         if claimed:
             self.settle(list(zip(claimed, self._pool.map(self.send, claimed))))
         self.escalate()
         self.checkpointer.run_once()  # signs the audit chain head when due
-        if self.policy is not None and time.monotonic() >= self._next_sweep:
-            sweep_overdue(self.session_factory, self.policy)
+        if time.monotonic() >= self._next_sweep:
+            if self.policy is not None:
+                sweep_overdue(self.session_factory, self.policy)
+            forget_refilled_failures(self.session_factory, self.settings)
             self._next_sweep = time.monotonic() + SWEEP_EVERY_SECONDS
         return len(claimed)
 
