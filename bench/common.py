@@ -61,8 +61,8 @@ def results_path() -> Path:
 
 def write_section(title: str, lines: list[str]) -> None:
     """Replace (or add) one benchmark's section in RESULTS.md, keeping the others."""
-    header = (f"# flagshare benchmarks\n\nEach figure sits beside a baseline measured in the same "
-              f"run on the same machine; ratios are what to compare across machines.\n")
+    header = ("# flagshare benchmarks\n\nEach figure sits beside a baseline measured in the same "
+              "run on the same machine; ratios are what to compare across machines.\n")
     results = results_path()
     text = results.read_text() if results.exists() else header
     marker = f"\n## {title}\n"
