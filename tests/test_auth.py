@@ -860,6 +860,26 @@ async def test_a_key_stored_in_the_clear_is_encrypted_in_place_once_a_passphrase
     assert header_of(ring.sign(claims_of(token)))["kid"] == kid
 
 
+WARNING = ("the signing key is stored in the database in the clear: anyone with a copy of the "
+           "database can sign tokens; set FLAGSHARE_SIGNING_KEY_PASSPHRASE_FILE to store it "
+           "encrypted")
+
+
+@pytest.mark.parametrize("environment,passphrase,warned", [
+    ("production", False, True), ("production", True, False), ("development", False, False)])
+def test_a_production_process_without_a_passphrase_warns_at_start(
+        settings, connection, session, tmp_path, caplog, environment, passphrase, warned):
+    configured = settings.model_copy(update={"environment": environment})
+    if passphrase:
+        configured = _with_passphrase(configured, tmp_path)
+    ring = KeyRing(configured, _factory(connection))
+    with caplog.at_level("WARNING", logger="flagshare.keys"):
+        ring.ensure_signing_key()
+        ring.ensure_signing_key()  # as `serve` does, before and as the app starts
+    assert [r.getMessage() for r in caplog.records
+            if "in the clear" in r.getMessage()] == ([WARNING] if warned else [])
+
+
 @pytest.mark.parametrize("content,message", [(None, "cannot read"), ("\n", "is empty")])
 def test_an_unreadable_passphrase_file_names_the_setting(tmp_path, content, message):
     secret = tmp_path / "passphrase"

@@ -66,6 +66,7 @@ class KeyRing:
         self._last_own_reload = float("-inf")
         self._passphrase = settings.signing_key_passphrase
         self._opened: dict[str, str] = {}  # stored form -> private PEM in the clear
+        self._warned = False
 
     @property
     def publication_horizon(self) -> timedelta:
@@ -86,6 +87,11 @@ class KeyRing:
                 active.private_pem = _seal(active.private_pem, self._passphrase)
                 session.add(active)
                 session.commit()
+        if self._passphrase is None and not self.settings.is_development and not self._warned:
+            self._warned = True  # once a process: `serve` ensures the key twice as it starts
+            log.warning("the signing key is stored in the database in the clear: anyone with a "
+                        "copy of the database can sign tokens; set "
+                        "FLAGSHARE_SIGNING_KEY_PASSPHRASE_FILE to store it encrypted")
         self.reload()
 
     def rotate(self) -> SigningKey:
