@@ -113,7 +113,6 @@ class SharedTokenBuckets:
             row.tokens, row.as_of = (level - 1 if level >= 1 else level), max(now, row.as_of)
             session.add(row)
 
-
     def forget_refilled(self, session: Session, now: float | None = None) -> None:
         """Delete the rows of buckets that are full again (burst / rate seconds after their last
         failure): they say nothing more, and an address or account name that failed is kept
@@ -125,11 +124,15 @@ class SharedTokenBuckets:
 
 def forget_refilled_failures(session_factory: Callable[[], Session], settings: Settings) -> None:
     """The delivery worker's periodic clean-up of the failed-attempt table."""
-    buckets = SharedTokenBuckets(settings.credential_attempts_per_minute,
-                                 settings.credential_attempts_burst)
     with session_factory() as session:
-        buckets.forget_refilled(session)
+        _credential_failures(settings).forget_refilled(session)
         session.commit()
+
+
+def _credential_failures(settings: Settings,
+                         clock: Callable[[], float] = time.time) -> SharedTokenBuckets:
+    return SharedTokenBuckets(settings.credential_attempts_per_minute,
+                              settings.credential_attempts_burst, clock)
 
 
 def _refilled(tokens: float, elapsed: float, rate: float, burst: float) -> float:
@@ -156,9 +159,7 @@ class RateLimits:
     def __init__(self, settings: Settings, clock: Callable[[], float] | None = None):
         self.requests = TokenBuckets(settings.rate_limit_per_minute, settings.rate_limit_burst,
                                      clock or time.monotonic)
-        self.credential_failures = SharedTokenBuckets(settings.credential_attempts_per_minute,
-                                                      settings.credential_attempts_burst,
-                                                      clock or time.time)
+        self.credential_failures = _credential_failures(settings, clock or time.time)
 
     def admit_request(self, principal_key: str) -> None:
         """Raise 429 when this principal has used up its requests."""
