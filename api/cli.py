@@ -57,7 +57,8 @@ def _serve(args, settings: Settings, policy) -> int:
         from api.demo import load_demo
 
         with _session(settings) as session:
-            print(load_demo(session, policy, base_url=f"http://{args.host}:{args.port}"))
+            print(load_demo(session, policy, base_url=f"http://{args.host}:{args.port}"),
+                  flush=True)  # before the server's own lines, in a container's log too
     # uvicorn's own logging set-up would replace ours; its access log would print query
     # strings (personal data): api.logs writes the access log instead.
     uvicorn.run(app, host=args.host, port=args.port, log_level="info", access_log=False,
@@ -111,12 +112,13 @@ def _users_add(args, settings: Settings, policy) -> int:
         return _fail(f"--agency is required for {args.role}", 1)
     if len(args.password) < 12:
         return _fail("--password must be at least 12 characters", 1)
+    password_hash = hash_secret(args.password)  # before the transaction (see NewSecret)
     with _session(settings) as session:
         if args.agency and session.get(Agency, args.agency) is None:
             return _fail(f"no registered agency {args.agency}", 1)
         if session.exec(select(User).where(User.username == args.username)).first():
             return _fail(f"user {args.username} already exists", 1)
-        session.add(User(username=args.username, password_hash=hash_secret(args.password),
+        session.add(User(username=args.username, password_hash=password_hash,
                          role=args.role, agency_id=args.agency))
         session.commit()
     print(f"added {args.role} {args.username}")
@@ -127,22 +129,24 @@ def _agencies_add(args, settings: Settings, policy) -> int:
     from api.agencies.schemas import AgencyCreate
     from api.agencies.service import register
     from api.audit import service as audit
+    from api.auth.passwords import new_secret
     from api.problems import ProblemError
 
     try:
         body = AgencyCreate(id=args.id, name=args.name, kind=args.kind, area=args.area)
     except ValidationError as exc:
         return _fail("; ".join(f"--{e['loc'][0]}: {e['msg']}" for e in exc.errors()), 1)
+    secret = new_secret()  # hashed before the transaction begins (see NewSecret)
     with _session(settings) as session:
         try:
-            agency, secret = register(session, policy, body)
+            agency = register(session, policy, body, secret)
         except ProblemError as exc:
             return _fail(exc.detail, 1)
         audit.record(session, actor="cli", action="agency.register", outcome="registered",
                      recipient=agency.id)
         session.commit()
     print(f"registered {agency.id} ({agency.kind}, {agency.area})")
-    print(f"client_secret: {secret}")
+    print(f"client_secret: {secret.plain}")
     return 0
 
 

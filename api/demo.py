@@ -11,7 +11,7 @@ from sqlmodel import Session, select
 
 from api.agencies.models import Agency
 from api.auth.models import User
-from api.auth.passwords import hash_secret, new_client_secret
+from api.auth.passwords import hash_secret, new_secret
 from api.flags import service as flags
 from api.flags.models import Flag
 from api.flags.schemas import FlagCreate
@@ -46,20 +46,21 @@ CHILD = {"nhs_number": "9990000018", "local_id": "BCT-4471", "given_name": "Amel
 
 def load_demo(session: Session, policy: Policy, base_url: str) -> str:
     """Create (or refresh) the demo world; returns the login instructions to print."""
-    secrets = {}
+    # Hashed before the transaction begins (see NewSecret); fresh secrets each start, since
+    # only hashes are ever stored.
+    secrets = {agency_id: new_secret() for agency_id, *_ in AGENCIES}
+    password_hash = hash_secret(DEMO_PASSWORD)
     for agency_id, name, kind, area in AGENCIES:
-        secret = new_client_secret()  # fresh each start: only hashes are ever stored
         agency = session.get(Agency, agency_id)
         if agency is None:
             agency = Agency(id=agency_id, name=name, kind=kind, area=area, client_secret_hash="")
-        agency.client_secret_hash = hash_secret(secret)
+        agency.client_secret_hash = secrets[agency_id].hashed
         session.add(agency)
-        secrets[agency_id] = secret
     for username, role, agency_id in USERS:
         user = session.exec(select(User).where(User.username == username)).first()
         if user is None:
             session.add(User(username=username, role=role, agency_id=agency_id,
-                             password_hash=hash_secret(DEMO_PASSWORD)))
+                             password_hash=password_hash))
     session.flush()
     if session.exec(select(Flag).limit(1)).first() is None:
         _demo_flags(session, policy)
@@ -69,10 +70,10 @@ def load_demo(session: Session, policy: Policy, base_url: str) -> str:
         f"People (password for each: {DEMO_PASSWORD}):",
         *[f"  {u:<20} {r}" + (f" at {a}" if a else "") for u, r, a in USERS],
         "", "Agency systems (client_id / client_secret, new each start):",
-        *[f"  {a:<14} {secrets[a]}   {n}" for a, n, _k, _ar in AGENCIES],
+        *[f"  {a:<14} {secrets[a].plain}   {n}" for a, n, _k, _ar in AGENCIES],
         "", "Get a token and read the demo flags:",
         f"  curl -s -X POST {base_url}/v1/oauth/token -d grant_type=client_credentials "
-        f"-d client_id=WMP -d client_secret={secrets['WMP']}",
+        f"-d client_id=WMP -d client_secret={secrets['WMP'].plain}",
         f"  curl -s -X POST {base_url}/v1/oauth/token -d grant_type=password "
         f"-d username=mash.practitioner -d password={DEMO_PASSWORD}",
         f"  API documentation: {base_url}/docs", "",

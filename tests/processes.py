@@ -82,7 +82,7 @@ class Server:
 
 
 @contextmanager
-def running_server(database_url: str, tmp: Path, **env_extra: str):
+def running_server(database_url: str, tmp: Path, *serve_args: str, **env_extra: str):
     env = {**os.environ, "FLAGSHARE_DATABASE_URL": database_url,
            "FLAGSHARE_ENVIRONMENT": "development",
            # load and fault tests drive thousands of requests from one client
@@ -92,7 +92,8 @@ def running_server(database_url: str, tmp: Path, **env_extra: str):
     port = free_port()
     log_path = tmp / "server.log"
     with open(log_path, "w") as log:
-        proc = subprocess.Popen([FLAGSHARE, "serve", "--host", "127.0.0.1", "--port", str(port)],
+        proc = subprocess.Popen([FLAGSHARE, "serve", "--host", "127.0.0.1", "--port", str(port),
+                                 *serve_args],
                                 env=env, stdout=log, stderr=subprocess.STDOUT, cwd=tmp)
         server = Server(env, port, proc, tmp)
         try:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 
 from contextlib import ExitStack
@@ -11,6 +12,7 @@ import httpx
 import pytest
 from standardwebhooks.webhooks import Webhook
 
+from api.demo import CHILD as DEMO_CHILD, DEMO_PASSWORD
 from tests.conftest import fresh_database
 from tests.processes import FLAGSHARE, free_port, run_cli, running_server, wait_until
 from tests.receiver import Receiver
@@ -84,6 +86,45 @@ def test_people_log_in_with_a_password(server):
     dup = run_cli(server.env, "users", "add", "--username", "auditor.e2e", "--password",
                   "correct horse battery", "--role", "auditor")
     assert dup.returncode != 0 and "already exists" in dup.stderr
+
+
+def _demo_child_flags(http: httpx.Client) -> list[dict]:
+    login = http.post("/v1/oauth/token", data={"grant_type": "password",
+                                               "username": "mash.practitioner",
+                                               "password": DEMO_PASSWORD})
+    assert login.status_code == 200, login.text
+    child = http.get("/v1/children", params={"nhs_number": DEMO_CHILD["nhs_number"],
+                                             "purpose": "mash_triage", "reason": "Demo check"},
+                     headers={"Authorization": f"Bearer {login.json()['access_token']}"})
+    assert child.status_code == 200, child.text
+    return child.json()["flags"]
+
+
+def test_the_demo_starts_with_agencies_and_people_who_can_sign_in(db_kind, tmp_path):
+    """`scripts/serve` runs `serve --demo`: what it prints must let a newcomer in."""
+    with fresh_database(db_kind, tmp_path) as url:
+        secrets = []
+        for _ in range(2):  # a restart refreshes the demo; it does not add to it
+            with running_server(url, tmp_path, "--demo") as server, \
+                    httpx.Client(base_url=server.url, timeout=30) as http:
+                printed = (tmp_path / "server.log").read_text()
+                secrets.append(re.search(r"client_id=WMP -d client_secret=(\S+)", printed)[1])
+                token = http.post("/v1/oauth/token", data={
+                    "grant_type": "client_credentials", "client_id": "WMP",
+                    "client_secret": secrets[-1]})
+                assert token.status_code == 200, token.text
+                flags = _demo_child_flags(http)
+                assert {f["category"] for f in flags} >= {"domestic_abuse_incident",
+                                                          "child_protection_plan"}
+                if len(secrets) == 1:
+                    first_flags = flags
+                else:
+                    assert [f["id"] for f in flags] == [f["id"] for f in first_flags]
+                    stale = http.post("/v1/oauth/token", data={
+                        "grant_type": "client_credentials", "client_id": "WMP",
+                        "client_secret": secrets[0]})
+                    assert stale.status_code == 401
+        assert secrets[0] != secrets[1]
 
 
 def test_cli_rejects_bad_agency_and_bad_config(server):

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import logging
 import re
+import sqlite3
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -17,6 +18,7 @@ from fastapi import APIRouter
 from sqlalchemy import text
 from sqlmodel import select
 
+from api import cli
 from api.auth import passwords
 from api.auth.models import CredentialFailure
 from api.forwarding.worker import DeliveryWorker
@@ -25,7 +27,7 @@ from api.problems import ProblemError
 from api.ratelimit import MAX_TRACKED_KEYS, RateLimits, TokenBuckets
 from api.settings import Settings
 from tests.conftest import GENEROUS_RATE_LIMITS
-from tests.factories import NHS, PASSWORD, SECRET, flag_body
+from tests.factories import BIRMINGHAM, NHS, PASSWORD, SECRET, flag_body
 from tests.processes import running_server, running_topology
 
 PROBLEM_JSON = "application/problem+json"
@@ -395,6 +397,24 @@ async def test_unknown_accounts_cost_the_same_argon2_verification(client, world,
     assert len(argon2_verifications) == 2 and argon2_verifications[1] != passwords._DUMMY_HASH
 
 
+def watch_hashing(monkeypatch, in_transaction) -> list[bool]:
+    """Whether a transaction was open (as `in_transaction()` tells) each time the real argon2
+    hashed or verified a secret."""
+    seen: list[bool] = []
+
+    class WatchingHasher(PasswordHasher):
+        def hash(self, password, *, salt=None):
+            seen.append(in_transaction())
+            return super().hash(password, salt=salt)
+
+        def verify(self, hash, password):  # noqa: A002 (argon2's own parameter names)
+            seen.append(in_transaction())
+            return super().verify(hash, password)
+
+    monkeypatch.setattr(passwords, "_hasher", WatchingHasher())
+    return seen
+
+
 @pytest.mark.parametrize("form,status", [
     ({"grant_type": "client_credentials", "client_id": "GP-A", "client_secret": SECRET}, 200),
     ({"grant_type": "client_credentials", "client_id": "GP-A", "client_secret": "x"}, 401),
@@ -405,17 +425,53 @@ async def test_no_transaction_is_held_while_a_secret_is_hashed(client, world, se
                                                                monkeypatch, form, status):
     """Argon2 takes a fifth of a second: a transaction open meanwhile would hold a pooled
     connection, and on SQLite the one write lock that every publish waits for."""
-    in_transaction: list[bool] = []
-
-    class WatchingHasher(PasswordHasher):
-        def verify(self, hash, password):  # noqa: A002 (argon2's own parameter names)
-            in_transaction.append(session.in_transaction())
-            return super().verify(hash, password)
-
-    monkeypatch.setattr(passwords, "_hasher", WatchingHasher())
+    hashed = watch_hashing(monkeypatch, session.in_transaction)
     r = await client.post("/v1/oauth/token", data=form)
     assert r.status_code == status, r.text
-    assert in_transaction == [False]
+    assert hashed == [False]
+
+
+@pytest.mark.parametrize("path,status", [
+    ("/v1/agencies", 201), ("/v1/agencies/GP-A/secret", 200)])
+async def test_a_new_client_secret_is_hashed_before_the_transaction(client, world, session,
+                                                                    monkeypatch, path, status):
+    session.expunge_all()  # as a request's own session, which reads the agency from the database
+    hashed = watch_hashing(monkeypatch, session.in_transaction)
+    body = {"id": "GP-NEW", "name": "New practice", "kind": "gp", "area": BIRMINGHAM}
+    r = await client.post(path, json=body if path == "/v1/agencies" else None,
+                          headers=world.auth("admin"))
+    assert r.status_code == status, r.text
+    assert hashed == [False]
+    login = {"grant_type": "client_credentials", "client_id": r.json()["id"],
+             "client_secret": r.json()["client_secret"]}
+    assert (await client.post("/v1/oauth/token", data=login)).status_code == 200
+
+
+def _write_lock_taken(path) -> bool:
+    """Whether a transaction holds the SQLite file's write lock (another would wait for it)."""
+    probe = sqlite3.connect(path, timeout=0, isolation_level=None)
+    try:
+        probe.execute("BEGIN IMMEDIATE")
+        probe.execute("ROLLBACK")
+        return False
+    except sqlite3.OperationalError:
+        return True
+    finally:
+        probe.close()
+
+
+@pytest.mark.parametrize("command", [
+    ["agencies", "add", "--id", "GP-CLI", "--name", "CLI practice", "--kind", "gp",
+     "--area", "E08000025"],
+    ["users", "add", "--username", "auditor.cli", "--password", "a-long-password-1",
+     "--role", "auditor"],
+])
+def test_the_cli_hashes_before_it_takes_the_write_lock(tmp_path, monkeypatch, command):
+    database = tmp_path / "flagshare.db"
+    monkeypatch.setenv("FLAGSHARE_DATABASE_URL", f"sqlite:///{database}")
+    hashed = watch_hashing(monkeypatch, lambda: database.exists() and _write_lock_taken(database))
+    assert cli.main(command) == 0
+    assert hashed == [False]
 
 
 # --- opaque 500s -------------------------------------------------------------------------------

@@ -7,6 +7,7 @@ from api.agencies import service
 from api.agencies.models import Agency
 from api.agencies.schemas import AREA_PATTERN, AgencyCreate, AgencyCreated, AgencyOut
 from api.audit import service as audit
+from api.auth.passwords import new_secret
 from api.auth.principal import CurrentPrincipal, Principal, require_roles
 from api.deps import PolicyDep, SessionDep
 from api.idempotency.service import IdempotencyDep
@@ -30,10 +31,11 @@ def create_agency(
     idem: IdempotencyDep,
     principal: Annotated[Principal, Depends(require_roles("admin"))],
 ):
+    secret = new_secret()  # hashed before the transaction begins (see NewSecret)
     if replay := idem.replay():
         return replay
     try:
-        agency, secret = service.register(session, policy, body)
+        agency = service.register(session, policy, body, secret)
     except service.AlreadyRegistered:
         if replay := idem.replay():  # a concurrent request with this key won: answer as it did
             return replay
@@ -42,7 +44,7 @@ def create_agency(
                  action="agency.register", outcome="registered", recipient=agency.id)
     out = _out(agency).model_dump()
     # A replay answers with the same status and id but never the secret, which is not stored.
-    return idem.commit(201, AgencyCreated(**out, client_secret=secret),
+    return idem.commit(201, AgencyCreated(**out, client_secret=secret.plain),
                        remember={**out, "client_secret": None})
 
 
@@ -54,13 +56,14 @@ def rotate_secret(
     idem: IdempotencyDep,
     principal: Annotated[Principal, Depends(require_roles("admin"))],
 ):
+    secret = new_secret()  # hashed before the transaction begins (see NewSecret)
     if replay := idem.replay():  # rotated already: not again, and the secret is not shown again
         return replay
-    agency, secret = service.rotate_secret(session, agency_id)
+    agency = service.rotate_secret(session, agency_id, secret)
     audit.record(session, actor=principal.sub, actor_agency=principal.agency_id,
                  action="agency.rotate_secret", outcome="rotated", recipient=agency.id)
     out = _out(agency).model_dump()
-    return idem.commit(200, AgencyCreated(**out, client_secret=secret),
+    return idem.commit(200, AgencyCreated(**out, client_secret=secret.plain),
                        remember={**out, "client_secret": None})
 
 

@@ -5,7 +5,7 @@ from sqlmodel import Session, select
 
 from api.agencies.models import Agency
 from api.agencies.schemas import AgencyCreate
-from api.auth.passwords import hash_secret, new_client_secret
+from api.auth.passwords import NewSecret
 from api.policy.loader import Policy
 from api.problems import ProblemError, invalid, not_found
 
@@ -40,14 +40,13 @@ class AlreadyRegistered(ProblemError):
         super().__init__(409, f"An agency with id {agency_id} is already registered.")
 
 
-def register(session: Session, policy: Policy, body: AgencyCreate) -> tuple[Agency, str]:
-    """Register an agency; the client secret is returned once and stored hashed."""
+def register(session: Session, policy: Policy, body: AgencyCreate, secret: NewSecret) -> Agency:
+    """Register an agency with a client secret (made beforehand), stored hashed."""
     check_area(session, policy, body.area)
     if session.get(Agency, body.id) is not None:
         raise AlreadyRegistered(body.id)
-    secret = new_client_secret()
     agency = Agency(id=body.id, name=body.name, kind=body.kind, area=body.area,
-                    client_secret_hash=hash_secret(secret))
+                    client_secret_hash=secret.hashed)
     try:
         # A concurrent registration of the same id (PostgreSQL) meets ours at the primary key;
         # the savepoint keeps this transaction usable so the loser can answer 409 or replay.
@@ -55,14 +54,14 @@ def register(session: Session, policy: Policy, body: AgencyCreate) -> tuple[Agen
             session.add(agency)
     except IntegrityError as exc:
         raise AlreadyRegistered(body.id) from exc
-    return agency, secret
+    return agency
 
 
-def rotate_secret(session: Session, agency_id: str) -> tuple[Agency, str]:
+def rotate_secret(session: Session, agency_id: str, secret: NewSecret) -> Agency:
+    """Replace the agency's client secret with one made beforehand; the old one stops working."""
     agency = session.get(Agency, agency_id)
     if agency is None:
         raise not_found("agency")
-    secret = new_client_secret()
-    agency.client_secret_hash = hash_secret(secret)
+    agency.client_secret_hash = secret.hashed
     session.add(agency)
-    return agency, secret
+    return agency
