@@ -298,6 +298,58 @@ async def test_acks_are_seen_by_the_publisher(client, world, child, session):
     assert bad.status_code == 422 and bad.json()["errors"][0]["field"] == "status"
 
 
+def acknowledged(items: list[dict]) -> list[dict]:
+    return [i["event"]["data"] for i in items if i["event"]["type"] == "delivery.acknowledged"]
+
+
+async def test_the_publisher_is_told_what_came_of_its_flag(client, world, child, session):
+    """Closing the loop: the referrer hears when a recipient acts, and the outcome."""
+    flag = await publish(client, world)
+    did = next(i["delivery_id"] for i in (await feed(client, world, "SCHOOL-A"))["items"])
+    url = f"/v1/deliveries/{did}/ack"
+
+    async def ack(**body):
+        r = await client.post(url, json=body, headers=world.auth("SCHOOL-A"))
+        assert r.status_code == 200, r.text
+
+    await ack(status="received")  # received, nothing more to tell
+    assert acknowledged((await feed(client, world, "POLICE-A"))["items"]) == []
+    outcome = "DSL met Amelia at the start of the school day; she is safe and has a key adult."
+    await ack(status="actioned", outcome=outcome)
+    await ack(status="actioned", outcome=outcome)  # the same again: no news
+    [told] = acknowledged((await feed(client, world, "POLICE-A"))["items"])
+    assert told["delivery_id"] == did and told["flag_id"] == flag["id"]
+    assert told["child_id"] == flag["child_id"] and told["category"] == flag_body()["category"]
+    assert (told["recipient"], told["status"], told["outcome"]) == ("SCHOOL-A", "actioned",
+                                                                    outcome)
+    await ack(status="actioned", outcome="Referred to the school nurse as well.")
+    later = acknowledged((await feed(client, world, "POLICE-A"))["items"])
+    assert [t["outcome"] for t in later] == [outcome, "Referred to the school nurse as well."]
+    # Nobody else hears it, and it is not a flag delivery awaiting acknowledgement.
+    for other in ("SCHOOL-A", "CSC-A", "GP-A", "MASH-A"):
+        assert acknowledged((await feed(client, world, other))["items"]) == [], other
+    statuses = (await client.get(f"/v1/flags/{flag['id']}/deliveries",
+                                 headers=world.auth("POLICE-A"))).json()["items"]
+    assert {s["event_type"] for s in statuses} == {"flag.shared"}
+    view = await client.get(f"/v1/children/{flag['child_id']}", headers=world.auth("mash.a"),
+                            params={"purpose": "mash_triage", "reason": "Closing the loop"})
+    assert view.status_code == 200, view.text
+    assert {d["event_type"] for d in view.json()["outstanding_deliveries"]} == {"flag.shared"}
+
+
+async def test_the_outcome_reaches_a_publisher_subscribed_to_other_categories(client, world,
+                                                                               child):
+    await subscribe(client, world, "POLICE-A", {"mode": "feed"}, categories=["missing_episode"])
+    flag = await publish(client, world)
+    did = next(i["delivery_id"] for i in (await feed(client, world, "CSC-A"))["items"])
+    r = await client.post(f"/v1/deliveries/{did}/ack", headers=world.auth("CSC-A"),
+                          json={"status": "received", "outcome": "Strategy discussion today."})
+    assert r.status_code == 200, r.text
+    [told] = acknowledged((await feed(client, world, "POLICE-A"))["items"])
+    assert told["flag_id"] == flag["id"] and told["status"] == "received"
+    assert told["outcome"] == "Strategy discussion today."
+
+
 async def test_silence_is_escalated_once_per_window(client, world, child, worker, session):
     await publish(client, world)
     school = session.exec(select(Delivery).where(Delivery.recipient_id == "SCHOOL-A")).one()

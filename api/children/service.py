@@ -24,6 +24,7 @@ from api.db import plain_rows
 from api.flags import service as flags
 from api.flags.models import Flag
 from api.forwarding.models import Delivery
+from api.forwarding.service import FLAG_EVENTS
 from api.households import service as households
 from api.identity import linking, matching
 from api.identity.models import Person, PersonLink
@@ -451,7 +452,8 @@ def _transfers_and_moves(session: Session, reader: Reader, child_id: str, today:
 _OUTSTANDING = (select(Delivery.id, Delivery.event_type, Delivery.flag_id, Delivery.recipient_id,
                        Delivery.status, Delivery.created_at, Delivery.acknowledge_by)
                 .join(Flag, Flag.id == Delivery.flag_id)
-                .where(Flag.child_id == bindparam("child_id"), Delivery.ack_status.is_(None))
+                .where(Flag.child_id == bindparam("child_id"), Delivery.ack_status.is_(None),
+                       Delivery.event_type.in_(FLAG_EVENTS))  # what awaits acknowledgement
                 .order_by(Delivery.seq))
 # An agency: deliveries sent to it, and those of flags it published.
 _OUTSTANDING_FOR_AGENCY = _OUTSTANDING.where(or_(
@@ -460,7 +462,7 @@ _OUTSTANDING_FOR_AGENCY = _OUTSTANDING.where(or_(
 
 
 def _outstanding(session: Session, reader: Reader, child_id: str, now: datetime) -> list[dict]:
-    """Unacknowledged deliveries of the child's flags: all for a MASH practitioner; for an
+    """Deliveries of the child's flags not yet acknowledged: all for a MASH practitioner; for an
     agency, those sent to it and those of flags it published."""
     if reader.practitioner:
         rows = plain_rows(session, _OUTSTANDING, {"child_id": child_id}).all()

@@ -127,8 +127,7 @@ def flag_deliveries(flag_id: str, agency: CallingAgency, session: SessionDep, pa
         raise not_found("flag")
     q = (select(Delivery, Disclosure)
          .outerjoin(Disclosure, Disclosure.id == Delivery.disclosure_id)
-         .where(Delivery.flag_id == flag_id, Delivery.event_type.in_(("flag.shared",
-                                                                      "flag.updated")))
+         .where(Delivery.flag_id == flag_id, Delivery.event_type.in_(service.FLAG_EVENTS))
          .order_by(Delivery.seq))
     if page.after is not None:
         q = q.where(Delivery.seq > page.after)

@@ -69,6 +69,7 @@ class Event(BaseModel):
     id: str
     type: Literal["flag.shared", "flag.updated", "transfer.created", "transfer.not_picked_up",
                   "transfer.accepted", "move.suspected", "delivery.unacknowledged",
+                  "delivery.acknowledged",
                   "child.accessed", "match.proposed", "household.risk_joined", "sibling.flagged"]
     occurred_at: datetime
     data: dict[str, Any]

@@ -24,6 +24,10 @@ from api.problems import ProblemError, invalid, not_found
 from api.settings import Settings
 
 
+# The events that carry a flag to a recipient, which it acknowledges and is chased for.
+FLAG_EVENTS = ("flag.shared", "flag.updated")
+
+
 def new_event_id() -> str:
     return "evt_" + uuid.uuid4().hex
 
@@ -170,6 +174,8 @@ def acknowledge(session: Session, agency: Agency, delivery_id: str, body: AckCre
         raise not_found("delivery")
     if delivery.ack_status == "actioned" and body.status == "received":
         raise ProblemError(409, "This delivery was already acknowledged as actioned.")
+    news = (body.status, body.outcome or delivery.ack_outcome) != (delivery.ack_status,
+                                                                   delivery.ack_outcome)
     delivery.ack_status, delivery.acked_at = body.status, utcnow()
     if body.outcome is not None:
         delivery.ack_outcome = body.outcome
@@ -179,7 +185,31 @@ def acknowledge(session: Session, agency: Agency, delivery_id: str, body: AckCre
     audit.record(session, actor=agency.id, actor_agency=agency.id, action="delivery.ack",
                  outcome=body.status, flag_id=delivery.flag_id, recipient=agency.id,
                  reason=delivery.id)
+    if news and (delivery.ack_status == "actioned" or delivery.ack_outcome):
+        tell_publisher_of_outcome(session, agency, delivery)
     return delivery
+
+
+def tell_publisher_of_outcome(session: Session, recipient: Agency, delivery: Delivery) -> None:
+    """Close the loop: reviews found referrers were seldom told what happened next. A flag's
+    publisher is sent `delivery.acknowledged` when a recipient records that it acted, or what
+    came of it; the same facts the publisher may read on `GET /v1/flags/{id}/deliveries`."""
+    if delivery.event_type not in FLAG_EVENTS:
+        return
+    flag = session.get(Flag, delivery.flag_id)
+    if flag.publisher_id == recipient.id:
+        return
+    data = {
+        "delivery_id": delivery.id, "flag_id": flag.id, "child_id": flag.child_id,
+        "category": flag.category, "recipient": recipient.id, "recipient_name": recipient.name,
+        "recipient_area": recipient.area, "status": delivery.ack_status,
+        "outcome": delivery.ack_outcome, "acknowledged_at": delivery.acked_at.isoformat(),
+    }
+    # Not routed by category or area: it is about the publisher's own flag, and a subscription
+    # chosen for what others publish must not silence it.
+    enqueue(session, event_id=new_event_id(), event_type="delivery.acknowledged",
+            recipient_id=flag.publisher_id, data=data, occurred_at=delivery.acked_at,
+            flag_id=flag.id)
 
 
 def delivery_status(d: Delivery) -> str:

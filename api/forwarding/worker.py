@@ -42,7 +42,6 @@ BACKOFF = [5, 30, 120, 600, 1800, 3600, 7200, 14400, 21600, 28800]
 MAX_RETRY_AFTER = 86400
 SEND_CONCURRENCY = 8
 SWEEP_EVERY_SECONDS = 30.0  # deadlines are whole working days; a sweep is cheap and safe
-FLAG_EVENTS = ("flag.shared", "flag.updated")
 
 
 @dataclass(frozen=True)
@@ -186,7 +185,7 @@ class DeliveryWorker:
             self._gone(session, delivery)
         elif delivery.attempts >= self.settings.webhook_max_attempts:
             delivery.status, delivery.last_error = "dead", outcome.error
-            if delivery.event_type in FLAG_EVENTS:
+            if delivery.event_type in service.FLAG_EVENTS:
                 alert_unacknowledged(session, delivery, "could not be delivered after "
                                      f"{delivery.attempts} attempts ({outcome.error})")
         else:
@@ -215,7 +214,7 @@ class DeliveryWorker:
         with self.session_factory() as session:
             due = session.exec(select(Delivery).where(
                 Delivery.ack_status.is_(None), Delivery.acknowledge_by <= now,
-                Delivery.status != "dead", Delivery.event_type.in_(FLAG_EVENTS))
+                Delivery.status != "dead", Delivery.event_type.in_(service.FLAG_EVENTS))
                 .order_by(Delivery.seq).limit(200)).all()
             candidates = [(d.seq, d.escalations_sent, windows_elapsed(d, now)) for d in due]
         sent = 0
