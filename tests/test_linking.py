@@ -403,40 +403,95 @@ async def test_an_unborn_record_made_after_the_babys_is_proposed_as_that_baby(
         Delivery.flag_id == concern["id"], Delivery.recipient_id == "GP-A"))) == ["flag.shared"]
 
 
+PRE_BIRTH = ("Mother disclosed her previous baby was removed from her care; a pre-birth "
+             "assessment is needed.")
+
+
+def told_of_another_baby(session) -> list[tuple[str, dict]]:
+    session.expire_all()
+    return [(d.recipient_id, d.payload["data"]) for d in session.exec(
+        select(Delivery).where(Delivery.event_type == "multiple_birth.found")
+        .order_by(Delivery.seq)).all()]
+
+
+def twin(given: str, edd: date, nhs: str | None) -> dict:
+    """A twin as the GP registers it: with an NHS number, or only the practice's own id."""
+    return {**({"nhs_number": nhs} if nhs else {"local_id": f"GP-{given}"}),
+            "given_name": given, "family_name": "Hartley",
+            "birth_date": (edd - timedelta(days=4)).isoformat(), "mother_nhs_number": NHS[8]}
+
+
+@pytest.mark.parametrize("second_nhs", [NHS[1], None])
 async def test_twins_of_one_unborn_record_are_never_merged_into_one_child(
-        client, world, session):
+        client, world, session, second_nhs):
     """Both babies of one pregnancy are proposed as its birth. Confirming the first is right;
-    confirming the second would make the twins one child."""
+    confirming the second would make the twins one child, whether or not its record has an
+    NHS number yet. The midwife who raised the concern is told of the second baby."""
     edd = date.today() - timedelta(days=10)
-    await post_flag(client, world, who="MW-A", category="unborn_child_protection_concern",
-                    subject={"mother_nhs_number": NHS[8],
-                             "expected_delivery_date": edd.isoformat()},
-                    summary="Mother disclosed her previous baby was removed from her care; a "
-                            "pre-birth assessment is needed.")
+    concern = await post_flag(client, world, who="MW-A", summary=PRE_BIRTH,
+                              category="unborn_child_protection_concern",
+                              subject={"mother_nhs_number": NHS[8],
+                                       "expected_delivery_date": edd.isoformat()})
     twins = {}
-    for nhs, given in ((NHS[0], "Ava"), (NHS[1], "Isla")):
-        r = await relate(client, world, "GP-A", "registered_gp", {
-            "nhs_number": nhs, "given_name": given, "family_name": "Hartley",
-            "birth_date": (edd - timedelta(days=4)).isoformat(), "mother_nhs_number": NHS[8]})
-        twins[given] = r["child_id"]
+    for nhs, given in ((NHS[0], "Ava"), (second_nhs, "Isla")):
+        twins[given] = (await relate(client, world, "GP-A", "registered_gp",
+                                     twin(given, edd, nhs)))["child_id"]
     matches = {next(name for name, child in twins.items()
                     if child in (m.person_id, m.other_person_id)): m
                for m in session.exec(select(PossibleMatch)).all()}
     assert sorted(matches) == ["Ava", "Isla"]
     assert {m.kind for m in matches.values()} == {"unborn_to_born"}
+    assert told_of_another_baby(session) == []
     r = await client.post(f"/v1/matches/{matches['Ava'].id}/confirm", json=DECIDE,
                           headers=world.auth("mash.a"))
     assert r.status_code == 200, r.text
+    [(publisher, data)] = told_of_another_baby(session)
+    assert publisher == "MW-A" and data["pregnancy_record"] == concern["child_id"]
+    assert data["flags"] == [{"id": concern["id"], "category": "unborn_child_protection_concern",
+                              "child_id": twins["Ava"]}]
+    assert data["born"]["child_id"] == twins["Ava"]
+    assert data["other_baby"]["child_id"] == twins["Isla"]
+    assert data["other_baby"]["given_name"] == "Isla" and PRE_BIRTH not in str(data)
     r = await client.post(f"/v1/matches/{matches['Isla'].id}/confirm", json=DECIDE,
                           headers=world.auth("mash.a"))
     assert r.status_code == 409, r.text
-    assert "different NHS numbers" in r.json()["detail"]
+    assert "two babies of one pregnancy" in r.json()["detail"]
     session.expire_all()
     assert session.get(Person, twins["Isla"]).merged_into_id is None
     assert session.get(Person, twins["Ava"]).merged_into_id is None
     r = await client.post(f"/v1/matches/{matches['Isla'].id}/reject", json=DECIDE,
                           headers=world.auth("mash.a"))
     assert r.status_code == 200 and r.json()["status"] == "rejected"
+    assert len(told_of_another_baby(session)) == 1
+
+
+async def test_a_twin_registered_after_the_first_was_confirmed_is_told_of(client, world,
+                                                                          session):
+    """The second baby's record may come days after the first was matched: its pregnancy's
+    record is merged by then, and the baby must not go unnoticed."""
+    edd = date.today() - timedelta(days=10)
+    concern = await post_flag(client, world, who="MW-A", summary=PRE_BIRTH,
+                              category="unborn_child_protection_concern",
+                              subject={"mother_nhs_number": NHS[8],
+                                       "expected_delivery_date": edd.isoformat()})
+    ava = (await relate(client, world, "GP-A", "registered_gp", twin("Ava", edd, NHS[0])))
+    [match] = session.exec(select(PossibleMatch)).all()
+    r = await client.post(f"/v1/matches/{match.id}/confirm", json=DECIDE,
+                          headers=world.auth("mash.a"))
+    assert r.status_code == 200, r.text
+    assert told_of_another_baby(session) == []
+    isla = await relate(client, world, "GP-A", "registered_gp", twin("Isla", edd, NHS[1]))
+    await relate(client, world, "HV-A", "health_visitor", {"nhs_number": NHS[1]})  # once only
+    [(publisher, data)] = told_of_another_baby(session)
+    assert publisher == "MW-A" and data["other_baby"]["child_id"] == isla["child_id"]
+    assert data["born"]["child_id"] == ava["child_id"]
+    assert [f["id"] for f in data["flags"]] == [concern["id"]]
+    # The MASH has the pair to close, and confirming it cannot merge the twins.
+    [second] = session.exec(select(PossibleMatch).where(PossibleMatch.status == "open")).all()
+    assert isla["child_id"] in (second.person_id, second.other_person_id)
+    r = await client.post(f"/v1/matches/{second.id}/confirm", json=DECIDE,
+                          headers=world.auth("mash.a"))
+    assert r.status_code == 409 and "two babies of one pregnancy" in r.json()["detail"]
 
 
 @pytest.mark.parametrize("unborn_first", [True, False])

@@ -70,7 +70,8 @@ class Event(BaseModel):
     type: Literal["flag.shared", "flag.updated", "transfer.created", "transfer.not_picked_up",
                   "transfer.accepted", "move.suspected", "delivery.unacknowledged",
                   "delivery.acknowledged",
-                  "child.accessed", "match.proposed", "household.risk_joined", "sibling.flagged"]
+                  "child.accessed", "match.proposed", "household.risk_joined", "sibling.flagged",
+                  "multiple_birth.found"]
     occurred_at: datetime
     data: dict[str, Any]
 

@@ -15,7 +15,8 @@ from sqlmodel import Session, func, or_, select
 from api.agencies.models import Agency
 from api.audit import service as audit
 from api.identity import matching
-from api.identity.models import Person, PossibleMatch
+from api.flags.models import Flag
+from api.identity.models import IdentityMerge, Person, PossibleMatch
 from api.identity.scope import person_areas
 from api.transfers.notify import LAWFUL_BASIS, PURPOSE, area_agencies, notify
 
@@ -80,7 +81,41 @@ def propose_matches(session: Session, person: Person, agency_id: str) -> list[Po
         match = _queue(session, person, other, kind, points, reasons, agency)
         if match is not None:
             queued.append(match)
+            if kind == "unborn_to_born" and other.merged_into_id is not None:
+                tell_of_another_baby(session, other, person, agency.id)
     return queued
+
+
+def tell_of_another_baby(session: Session, pregnancy: Person, baby: Person, actor: str) -> None:
+    """Twins and more. An unborn child's record already confirmed as one baby is proposed as
+    the birth of another. Two babies are two children and are never merged, so what was
+    recorded before the birth stays on the first baby's record, where the other baby's
+    agencies never see it; yet a concern about a pregnancy is usually a concern for each baby
+    of it. Each publisher of such a flag still active is told of the other baby
+    (`multiple_birth.found`), to publish for it too where it applies: only the publisher can
+    decide that, and on what basis."""
+    merge = session.exec(select(IdentityMerge).where(
+        IdentityMerge.merged_id == pregnancy.id, IdentityMerge.unmerged_at.is_(None))
+        .order_by(IdentityMerge.merged_at.desc())).first()
+    born = _born_as(session, pregnancy)
+    if merge is None or born is None or born.id == baby.id:
+        return
+    by_publisher: dict[str, list[Flag]] = {}
+    for flag in session.exec(select(Flag).where(Flag.id.in_(merge.moved.get("flag", [])),
+                                                Flag.status == "active")
+                             .order_by(Flag.created_at, Flag.id)).all():
+        by_publisher.setdefault(flag.publisher_id, []).append(flag)
+    for publisher, flags in by_publisher.items():
+        notify(session, event_type="multiple_birth.found", recipients=[publisher], data={
+            "pregnancy_record": pregnancy.id,
+            "expected_delivery_date": (pregnancy.expected_delivery_date.isoformat()
+                                       if pregnancy.expected_delivery_date else None),
+            "flags": [{"id": f.id, "category": f.category, "child_id": f.child_id}
+                      for f in flags],
+            "born": person_summary(born), "other_baby": person_summary(baby),
+            "what_to_do": "What you recorded before the birth is on the first baby's record "
+                          "only. If it applies to this baby too, publish it for this baby.",
+        }, child_id=baby.id, actor=actor, areas=(), rule="MULTIPLE-BIRTH")
 
 
 def person_summary(person: Person) -> dict:
@@ -97,13 +132,23 @@ def person_summary(person: Person) -> dict:
 
 
 def _unborn_siblings_due(session: Session, baby: Person) -> list[Person]:
-    """Unborn children of the baby's mother expected around the baby's birth date."""
+    """Unborn children of the baby's mother expected around the baby's birth date, including
+    those already confirmed as another baby (a twin: see tell_of_another_baby)."""
     born: date = baby.birth_date
-    return list(session.exec(select(Person).where(
+    due = session.exec(select(Person).where(
         Person.mother_nhs_number == baby.mother_nhs_number, Person.unborn.is_(True),
-        Person.birth_date.is_(None), Person.merged_into_id.is_(None), Person.id != baby.id,
+        Person.birth_date.is_(None), Person.id != baby.id,
         Person.expected_delivery_date >= born - BORN_AFTER_EDD,
-        Person.expected_delivery_date <= born + BORN_BEFORE_EDD).order_by(Person.id)).all())
+        Person.expected_delivery_date <= born + BORN_BEFORE_EDD).order_by(Person.id)).all()
+    return [u for u in due if u.merged_into_id is None or _born_as(session, u) not in (None, baby)]
+
+
+def _born_as(session: Session, unborn: Person) -> Person | None:
+    """The born child an unborn record was merged into, if it was."""
+    record = unborn
+    while record.merged_into_id is not None:
+        record = session.get(Person, record.merged_into_id)
+    return None if record is unborn or record.birth_date is None else record
 
 
 def _babies_born_around(session: Session, unborn: Person) -> list[Person]:

@@ -21,6 +21,7 @@ from api.households import service as households
 from api.identity.models import (
     IdentityMerge, LocalIdentifier, Person, PersonLink, PossibleMatch, Relationship,
 )
+from api.identity import linking
 from api.identity.linking import person_summary
 from api.identity.service import DEMOGRAPHICS, current
 from api.policy.loader import Policy
@@ -95,13 +96,18 @@ def confirm(session: Session, policy: Policy, principal: Principal, match_id: st
     a, b = _lock_pair(session, first.id, second.id)
     if a.merged_into_id or b.merged_into_id:
         raise ProblemError(409, "One of these records was merged concurrently; try again.")
+    if match.kind == "unborn_to_born" and not (_unborn(a) or _unborn(b)):
+        # Twins reach this: each baby was proposed as the birth of one unborn record, and the
+        # record was confirmed as the other baby.
+        raise ProblemError(409, "The unborn child's record was already confirmed as another "
+                           "baby, so these are two babies of one pregnancy and are never "
+                           "merged. What was recorded before the birth is on the baby "
+                           "confirmed first; the publishers of what is still active were told "
+                           "of this baby, to publish for it too. Reject this match to close "
+                           "it.")
     if a.nhs_number and b.nhs_number and a.nhs_number != b.nhs_number:
-        # Twins reach this: both babies were proposed as the birth of one unborn record.
         raise ProblemError(409, "These records now carry different NHS numbers: they are two "
-                           "children and are never merged. If they are twins, what was recorded "
-                           "before the birth is on the record confirmed first; ask its "
-                           "publisher to publish it for the other child too. Reject this match "
-                           "to close it.")
+                           "children and are never merged. Reject this match to close it.")
     kept, retired = choose_kept(a, b)
     _claim(session, match, "confirmed", principal, reason)
     merge = merge_records(session, kept, retired, match, principal.sub, reason)
@@ -119,7 +125,28 @@ def confirm(session: Session, policy: Policy, principal: Principal, match_id: st
     households.review_people(session, policy, [kept.id], actor)
     if match.kind == "unborn_to_born":
         households.review_siblings(session, policy, kept.id, actor, trigger="born")
+        for baby in _other_babies(session, retired, kept) if _unborn(retired) else ():
+            linking.tell_of_another_baby(session, retired, baby, principal.sub)
     return match, merge
+
+
+def _unborn(person: Person) -> bool:
+    return person.unborn and person.birth_date is None
+
+
+def _other_babies(session: Session, pregnancy: Person, born: Person) -> list[Person]:
+    """Other babies still proposed as the birth of an unborn record just confirmed as one."""
+    others = session.exec(select(PossibleMatch).where(
+        PossibleMatch.status == "open", PossibleMatch.kind == "unborn_to_born",
+        or_(PossibleMatch.person_id == pregnancy.id,
+            PossibleMatch.other_person_id == pregnancy.id))).all()
+    babies = {}
+    for m in others:
+        baby = current(session, session.get(Person, m.other_person_id if m.person_id
+                                            == pregnancy.id else m.person_id))
+        if baby.id != born.id and not _unborn(baby):
+            babies[baby.id] = baby
+    return list(babies.values())
 
 
 def reject(session: Session, principal: Principal, match_id: str,
@@ -188,7 +215,7 @@ def choose_kept(a: Person, b: Person) -> tuple[Person, Person]:
     """Keep the record with an NHS number, else a born child over its unborn record, else the
     older record."""
     def rank(p: Person):
-        return (p.nhs_number is None, p.unborn and p.birth_date is None, p.created_at, p.id)
+        return (p.nhs_number is None, _unborn(p), p.created_at, p.id)
     kept, retired = sorted((a, b), key=rank)
     return kept, retired
 
