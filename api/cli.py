@@ -1,5 +1,5 @@
-"""The `flagshare` command: serve, worker, db upgrade, users add, agencies add, keys rotate,
-audit verify."""
+"""The `flagshare` command: serve, worker, db upgrade and backup, users add, agencies add,
+keys rotate, audit verify."""
 
 from __future__ import annotations
 
@@ -198,11 +198,39 @@ def _audit_verify(args) -> int:
     if report.ok:
         print("OK: the log is intact")
         return 0
+    _print_tampered(report)
+    return 1
+
+
+def _print_tampered(report) -> None:
     first = report.first_bad_seq
     print(f"TAMPERED: first bad seq {first}" if first is not None else "TAMPERED")
     for finding in report.findings:
         print(f"  {'seq ' + str(finding.seq) if finding.seq is not None else '-'}: "
               f"{finding.problem}")
+
+
+def _db_backup(args, settings: Settings, policy) -> int:
+    """A consistent copy of the embedded database, checked: 0 good, 1 not taken or its audit
+    log does not verify (the copy is then kept, and what is wrong printed)."""
+    from pathlib import Path
+
+    from api.backup import BackupError, take
+
+    try:
+        backup = take(settings.database_url, Path(args.path))
+    except BackupError as exc:
+        return _fail(str(exc), 1)
+    log = backup.log
+    print(f"backup: {backup.path} ({backup.size:,} bytes); SQLite finds the copy whole")
+    print(f"audit log in the copy: {log.events_checked} events to seq {log.head_seq}, "
+          f"{log.checkpoints_checked} checkpoint(s), {log.signatures_checked} signature(s) "
+          "checked")
+    if log.ok:
+        print("OK: a good backup")
+        return 0
+    print("The copy is kept, as what the database holds, but its audit log does NOT verify:")
+    _print_tampered(log)
     return 1
 
 
@@ -228,8 +256,13 @@ def _parser() -> argparse.ArgumentParser:
     worker = sub.add_parser("worker", help="delivery worker and sweeper only (scale-out)")
     worker.set_defaults(handler=_worker)
 
-    db = sub.add_parser("db", help="database schema").add_subparsers(required=True, metavar="ACTION")
+    db = sub.add_parser("db", help="the database: schema and backups").add_subparsers(
+        required=True, metavar="ACTION")
     db.add_parser("upgrade", help="apply migrations").set_defaults(handler=_db_upgrade)
+    backup = db.add_parser("backup", help="a consistent, checked copy of the embedded SQLite "
+                                          "database, taken while the service runs")
+    backup.add_argument("path", metavar="PATH", help="the new file (must not exist)")
+    backup.set_defaults(handler=_db_backup)
 
     users = sub.add_parser("users", help="people held by the service").add_subparsers(
         required=True, metavar="ACTION")
