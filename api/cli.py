@@ -43,6 +43,7 @@ def _serve(args, settings: Settings, policy) -> int:
     import uvicorn
 
     from api.auth.keys import SigningKeyError
+    from api.forwarding.sealing import ensure_sealed
     from api.main import create_app
     from api.migrate import upgrade
 
@@ -51,6 +52,7 @@ def _serve(args, settings: Settings, policy) -> int:
     app = create_app(settings)
     try:
         app.state.keyring.ensure_signing_key()
+        ensure_sealed(app.state.session_factory, settings.signing_key_passphrase)
     except SigningKeyError as exc:
         return _fail(str(exc))
     if args.demo:
@@ -72,14 +74,19 @@ def _worker(args, settings: Settings, policy) -> int:
 
     from api.auth.keys import KeyRing, SigningKeyError
     from api.db import make_engine
+    from api.forwarding.sealing import ensure_sealed
     from api.forwarding.worker import DeliveryWorker
     from api.migrate import upgrade
 
     configure_logging(settings.effective_log_format)
     upgrade(settings.database_url)
     engine = make_engine(settings.database_url)
-    try:  # the worker signs audit checkpoints: find out now, not at the first one
-        KeyRing(settings, lambda: Session(engine, expire_on_commit=False)).ensure_signing_key()
+    def session_factory() -> Session:
+        return Session(engine, expire_on_commit=False)
+
+    try:  # the worker signs checkpoints and webhooks: find out now, not at the first one
+        KeyRing(settings, session_factory).ensure_signing_key()
+        ensure_sealed(session_factory, settings.signing_key_passphrase)
     except SigningKeyError as exc:
         return _fail(str(exc))
     stop = threading.Event()
@@ -87,8 +94,7 @@ def _worker(args, settings: Settings, policy) -> int:
         signal.signal(sig, lambda *_: stop.set())
     logging.getLogger("flagshare.worker").info(
         "delivering webhooks, chasing acknowledgements, sweeping transfer deadlines")
-    DeliveryWorker(lambda: Session(engine, expire_on_commit=False), settings,
-                   policy=policy).run(stop)
+    DeliveryWorker(session_factory, settings, policy=policy).run(stop)
     return 0
 
 

@@ -26,6 +26,7 @@ from api.console.router import install as install_console
 from api.db import get_engine, utcnow
 from api.flags.router import router as flags_router
 from api.forwarding.router import router as forwarding_router
+from api.forwarding.sealing import ensure_sealed
 from api.forwarding.worker import start_in_process
 from api.households.router import router as households_router
 from api.identity.router import router as identity_router
@@ -49,6 +50,7 @@ def create_app(settings: Settings | None = None,
     @asynccontextmanager
     async def lifespan(app: FastAPI):
         keyring.ensure_signing_key()
+        ensure_sealed(session_factory, settings.signing_key_passphrase)
         stop_reloading = threading.Event()
         threading.Thread(target=keyring.keep_fresh, args=(stop_reloading,), daemon=True,
                          name="flagshare-keys").start()

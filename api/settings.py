@@ -54,9 +54,10 @@ class Settings(BaseSettings):
     worker_lease_seconds: float = Field(default=60.0, ge=1, le=3600)
     # Web console: a signed-in person is signed out after this many minutes without a request.
     console_idle_minutes: int = Field(default=15, ge=1, le=480)
-    # A file holding the passphrase that encrypts the token and checkpoint signing keys where
-    # they are stored, in the database (a Docker secret): a copy of the database, or access
-    # to it, is then not enough to sign tokens or audit checkpoints.
+    # A file holding the passphrase that encrypts the token and checkpoint signing keys, and
+    # the webhook signing secrets, where they are stored, in the database (a Docker secret): a
+    # copy of the database, or access to it, is then not enough to sign tokens, audit
+    # checkpoints or webhooks.
     signing_key_passphrase_file: Path | None = None
     # JSON list of {"issuer", "jwks_url" | "jwks_file"}.
     trusted_issuers: list[TrustedIssuer] = []

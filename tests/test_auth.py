@@ -26,6 +26,7 @@ from cryptography.hazmat.primitives.asymmetric import padding, rsa
 from jose import jwt as jose_jwt
 from pydantic import ValidationError
 from sqlmodel import Session, func, select
+from standardwebhooks.webhooks import Webhook
 
 from api.agencies.models import Agency
 from api.audit import checkpoints
@@ -36,11 +37,15 @@ from api.auth.jwt import new_rsa_key
 from api.auth.keys import KeyRing, SigningKeyError
 from api.auth.models import SigningKey, User
 from api.auth.passwords import hash_secret, new_client_secret, verify_secret
+from api.forwarding.models import Subscription
+from api.forwarding.sealing import SEALED
 from api.db import get_session, make_engine, utcnow
 from api.main import create_app
 from api.settings import Settings, TrustedIssuer
-from tests.factories import AGENCIES, BIRMINGHAM, PASSWORD, SECRET, SANDWELL
-from tests.processes import free_port, run_cli, running_server
+from tests.factories import (AGENCIES, BIRMINGHAM, PASSWORD, SECRET, SANDWELL, flag_body,
+                             relationship_body)
+from tests.processes import free_port, run_cli, running_server, wait_until
+from tests.receiver import Receiver
 
 TOKEN = "/v1/oauth/token"
 PROTECTED = "/v1/agencies"
@@ -898,18 +903,31 @@ def test_serve_and_worker_refuse_to_start_without_the_passphrase_of_a_stored_key
     with running_server(private_database_url, tmp_path,
                         FLAGSHARE_SIGNING_KEY_PASSPHRASE_FILE=str(passphrase)) as server:
         server.add_agency("SEAL-GP", "gp", BIRMINGHAM)
-        with httpx.Client(base_url=server.url, timeout=30) as http:
-            assert http.get(PROTECTED, headers=server.token(http, "SEAL-GP")).status_code == 200
+        server.add_agency("SEAL-POLICE", "police", BIRMINGHAM)
+        with httpx.Client(base_url=server.url, timeout=30) as http, Receiver() as rx:
+            gp = server.token(http, "SEAL-GP")
+            assert http.get(PROTECTED, headers=gp).status_code == 200
+            # The embedded worker opens the sealed webhook secret to sign with it.
+            sub = http.post("/v1/subscriptions", headers=gp,
+                            json={"delivery": {"mode": "webhook", "url": rx.url}}).json()
+            assert http.post("/v1/relationships", json=relationship_body("registered_gp"),
+                             headers=gp).status_code == 201
+            assert http.post("/v1/flags", json=flag_body(),
+                             headers=server.token(http, "SEAL-POLICE")).status_code == 201
+            wait_until(lambda: rx.requests, 30, "the GP's webhook")
+            Webhook(sub["secret"]).verify(rx.requests[0].body, rx.requests[0].headers)
         env = {k: v for k, v in server.env.items()
                if k != "FLAGSHARE_SIGNING_KEY_PASSPHRASE_FILE"}
     engine = make_engine(private_database_url)
     try:
         with Session(engine) as s:
             stored = [k.private_pem for k in s.exec(select(SigningKey))]
+            [webhook_secret] = s.exec(select(Subscription.secret)).all()
     finally:
         engine.dispose()
     assert stored and all(pem.startswith("-----BEGIN ENCRYPTED PRIVATE KEY-----")
                           for pem in stored)
+    assert webhook_secret.startswith(SEALED) and sub["secret"] not in webhook_secret
     for command in (("serve", "--port", str(free_port())), ("worker",), ("keys", "rotate")):
         out = run_cli(env, *command)
         assert out.returncode == 2, (command, out.stderr)

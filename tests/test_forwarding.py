@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 from datetime import date, timedelta
 
 import pytest
@@ -15,6 +16,7 @@ from api.audit.models import AuditEvent
 from api.db import utcnow
 from api.encoding import json_ready
 from api.forwarding.models import Delivery, Subscription
+from api.forwarding.sealing import SEALED, SealedSecretError, seal_stored_secrets, unseal
 from api.forwarding.targets import TargetRefused, check_url
 from api.forwarding.worker import DeliveryWorker, parse_retry_after
 from tests.factories import NHS, flag_body, relationship_body
@@ -231,6 +233,48 @@ async def test_an_unsubscribe_retried_with_its_key_is_answered_as_the_first(clie
     assert len(deleted) == 1
     # without the key, the subscription is simply gone
     assert (await client.delete(url, headers=world.auth("SCHOOL-A"))).status_code == 404
+
+
+def _sealing(settings, tmp_path, passphrase: str = "correct horse battery staple"):
+    file = tmp_path / f"passphrase-{len(list(tmp_path.iterdir()))}"
+    file.write_text(passphrase + "\n")
+    return settings.model_copy(update={"signing_key_passphrase_file": file})
+
+
+async def test_with_a_passphrase_webhook_secrets_are_stored_sealed_and_still_sign(
+        client, world, child, app, settings, session, tmp_path):
+    """A copy of the database must not let anyone sign events as this service."""
+    sealed = _sealing(settings, tmp_path)
+    app.state.settings = sealed
+    with Receiver() as rx:
+        sub = await subscribe(client, world, "SCHOOL-A", {"mode": "webhook", "url": rx.url})
+        stored = session.get(Subscription, sub["id"]).secret
+        assert stored.startswith(SEALED) and sub["secret"] not in stored
+        assert sub["secret"].removeprefix("whsec_") not in stored
+        flag = await publish(client, world)
+        assert DeliveryWorker(app.state.session_factory, sealed).run_once() >= 1
+        [got] = rx.requests
+    event = Webhook(sub["secret"]).verify(got.body, got.headers)
+    assert event["data"]["flag"]["id"] == flag["id"]
+
+
+async def test_secrets_in_the_clear_are_sealed_at_start_and_need_their_passphrase(
+        client, world, settings, session, tmp_path):
+    longest = "whsec_" + base64.b64encode(bytes(range(64))).decode()
+    sub = await subscribe(client, world, "SCHOOL-A", {"mode": "webhook", "secret": longest,
+                                                      "url": "https://school.example/hooks"})
+    assert session.get(Subscription, sub["id"]).secret == longest  # no passphrase: as given
+    passphrase = _sealing(settings, tmp_path).signing_key_passphrase
+    assert seal_stored_secrets(session, passphrase) == 1
+    stored = session.get(Subscription, sub["id"]).secret
+    assert stored.startswith(SEALED) and len(stored) <= 200  # the column's length
+    assert unseal(stored, passphrase) == longest
+    assert seal_stored_secrets(session, passphrase) == 0  # once
+    with pytest.raises(SealedSecretError, match="FLAGSHARE_SIGNING_KEY_PASSPHRASE_FILE"):
+        seal_stored_secrets(session, None)
+    with pytest.raises(SealedSecretError, match="does not open"):
+        seal_stored_secrets(session, b"a wrong passphrase")
+    assert unseal(stored, passphrase) == longest  # refusing changed nothing
 
 
 # --- feed ---------------------------------------------------------------------------------

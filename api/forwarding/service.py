@@ -17,6 +17,7 @@ from api.audit import service as audit
 from api.db import utcnow
 from api.flags.models import Flag
 from api.forwarding.models import Delivery, Subscription
+from api.forwarding.sealing import seal
 from api.forwarding.schemas import AckCreate, SubscriptionCreate
 from api.forwarding.targets import TargetRefused, check_url
 from api.policy.loader import Policy
@@ -49,7 +50,9 @@ def subscribe(session: Session, policy: Policy, settings: Settings, agency: Agen
             secrets.token_bytes(32)).decode()
     sub = Subscription(agency_id=agency.id, categories=body.categories, areas=body.areas,
                        mode=body.delivery.mode,
-                       url=getattr(body.delivery, "url", None), secret=secret)
+                       url=getattr(body.delivery, "url", None),
+                       secret=None if secret is None else seal(secret,
+                                                               settings.signing_key_passphrase))
     session.add(sub)
     session.flush()
     return sub, secret

@@ -30,6 +30,7 @@ from api.auth.keys import KeyRing
 from api.db import utcnow
 from api.forwarding import service
 from api.forwarding.models import Delivery, Subscription
+from api.forwarding.sealing import unseal
 from api.forwarding.targets import TargetRefused, check_url
 from api.policy.loader import Policy
 from api.ratelimit import forget_refilled_failures
@@ -88,6 +89,7 @@ class DeliveryWorker:
         self.session_factory = session_factory
         self.settings = settings
         self.policy = policy  # given: this worker also runs the transfer deadline sweep
+        self._passphrase = settings.signing_key_passphrase  # opens sealed webhook secrets
         self._next_sweep = 0.0
         self.http = http or httpx.Client(timeout=settings.webhook_timeout_seconds,
                                          follow_redirects=False,
@@ -140,7 +142,8 @@ class DeliveryWorker:
             for delivery, sub in rows:
                 delivery.lease_until = now + timedelta(seconds=self.settings.worker_lease_seconds)
                 session.add(delivery)
-                claimed.append(Claimed(delivery.seq, delivery.id, sub.url, sub.secret,
+                claimed.append(Claimed(delivery.seq, delivery.id, sub.url,
+                                       unseal(sub.secret, self._passphrase),
                                        serialise(delivery.payload)))
             session.commit()
         return claimed
