@@ -159,11 +159,21 @@ async def test_dead_letter_alerts_publisher_and_mash(client, world, child, app, 
 
 async def test_subscription_narrows_what_is_sent(client, world, child, worker, session):
     await subscribe(client, world, "SCHOOL-A", {"mode": "feed"}, categories=["missing_episode"])
-    await publish(client, world)  # a domestic abuse incident: not in the school's selection
+    incident = await publish(client, world)  # domestic abuse: not in the school's selection
     assert (await feed(client, world, "SCHOOL-A"))["items"] == []
-    await publish(client, world, category="missing_episode",
-                  summary="Amelia was reported missing from home for six hours overnight and "
-                          "was found by police at a stranger's flat.")
+    # The publisher is not left believing the school was told.
+    assert "SCHOOL-A" in incident["shared_with"]
+    assert [n["agency"] for n in incident["not_sent"]] == ["SCHOOL-A"]
+    assert "was not sent" in incident["not_sent"][0]["reason"]
+    as_published = await client.get(f"/v1/flags/{incident['id']}",
+                                    headers=world.auth("POLICE-A"))
+    assert as_published.json()["not_sent"] == incident["not_sent"]
+    school = await client.get(f"/v1/flags/{incident['id']}", headers=world.auth("SCHOOL-A"))
+    assert school.status_code == 200 and "not_sent" not in school.json()  # it may still read it
+    missing = await publish(client, world, category="missing_episode",
+                            summary="Amelia was reported missing from home for six hours "
+                                    "overnight and was found by police at a stranger's flat.")
+    assert missing["not_sent"] == [] and "SCHOOL-A" in missing["shared_with"]
     items = (await feed(client, world, "SCHOOL-A"))["items"]
     assert [i["event"]["data"]["flag"]["category"] for i in items] == ["missing_episode"]
 

@@ -122,6 +122,9 @@ class FlagPublished(BaseModel):
     status: str
     shared_with: list[str]
     not_shared: list[NotShared]
+    not_sent: list[NotShared] = Field(
+        default=[], description="Of shared_with: recipients entitled to the flag, and able to "
+        "read it, whose subscriptions kept it from being sent to them")
     warnings: list[Warning]
     policy_rule: str
     policy_version: str
@@ -161,6 +164,8 @@ class FlagOut(BaseModel):
     warnings: list[Warning] = []
     shared_with: list[str] | None = Field(default=None, description="Publisher only")
     not_shared: list[NotShared] | None = Field(default=None, description="Publisher only")
+    not_sent: list[NotShared] | None = Field(default=None, description="Publisher only: of "
+                                             "shared_with, those its subscriptions kept it from")
 
 
 class DecisionCreate(BaseModel):

@@ -18,6 +18,7 @@ from api.db import plain_rows, utcnow
 from api.encoding import json_ready
 from api.flags.models import Disclosure, Flag, FlagVersion, SharingDecision
 from api.forwarding import service as forwarding
+from api.forwarding.models import Delivery
 from api.flags.schemas import DecisionCreate, FlagCreate, FlagUpdate
 from api.households import service as households
 from api.identity import service as identity
@@ -74,11 +75,11 @@ def publish(session: Session, policy: Policy, agency: Agency, body: FlagCreate) 
                  outcome="published", child_id=child.id, flag_id=flag.id, purpose=body.purpose,
                  lawful_basis=basis.cite(), policy_rule=publish_rule.id,
                  policy_version=policy.version)
-    decisions = _decide_and_record(session, policy, flag, version, agency, previous={},
-                                   event_type="flag.shared")
+    decisions, unsent = _decide_and_record(session, policy, flag, version, agency,
+                                           previous={}, event_type="flag.shared")
     check_for_move(session, child.id, agency, f"flag:{body.category}")
     households.after_publish(session, policy, flag, version, named, agency)
-    return _published(flag, version, decisions, warnings)
+    return _published(flag, version, decisions, unsent, warnings)
 
 
 def amend(session: Session, policy: Policy, agency: Agency, flag_id: str,
@@ -112,9 +113,9 @@ def amend(session: Session, policy: Policy, agency: Agency, flag_id: str,
                  purpose=version.purpose, lawful_basis=_cite(version),
                  policy_rule=version.policy_rule, policy_version=policy.version)
     previous = {d.recipient_id: d for d in _shared_disclosures(session, flag.id)}
-    decisions = _decide_and_record(session, policy, flag, version, agency, previous,
-                                   event_type="flag.updated")
-    return _published(flag, version, decisions, warnings)
+    decisions, unsent = _decide_and_record(session, policy, flag, version, agency, previous,
+                                           event_type="flag.updated")
+    return _published(flag, version, decisions, unsent, warnings)
 
 
 def visible_flag(session: Session, principal: Principal, flag_id: str, *,
@@ -298,7 +299,8 @@ def record_decision(session: Session, policy: Policy, principal: Principal, flag
 # --- helpers -----------------------------------------------------------------------------
 
 def _decide_and_record(session, policy, flag, version, publisher, previous, event_type):
-    """Decide each recipient, record the decision, and queue a delivery for each share."""
+    """Decide each recipient, record the decision, and queue a delivery for each share.
+    Returns the decisions, and the recipients entitled but not sent it (see NOT_SENT)."""
     child = session.get(Person, flag.child_id)
     context = child_context(session, child, publisher.area)
     candidates = _candidates(session, policy, flag.category, context)
@@ -323,12 +325,16 @@ def _decide_and_record(session, policy, flag, version, publisher, previous, even
     related = (_related_people(session, [flag.id]).get(flag.id, [])
                if any("related_people" in d.fields for d in shares) else None)
     subscriptions = forwarding.active_subscriptions(session, [d.agency_id for d in shares])
+    unsent = set()
     for d in decisions:
-        _disclose(session, policy, flag, version, d.agency_id, d.shared, d.reason, d.rule_id,
-                  list(d.fields), d.acknowledge_within_hours, event_id=event_id,
-                  event_type=event_type, child=child, areas=context.areas, related=related,
-                  subscriptions=subscriptions.get(d.agency_id, []))
-    return decisions
+        delivery = _disclose(session, policy, flag, version, d.agency_id, d.shared, d.reason,
+                             d.rule_id, list(d.fields), d.acknowledge_within_hours,
+                             event_id=event_id, event_type=event_type, child=child,
+                             areas=context.areas, related=related,
+                             subscriptions=subscriptions.get(d.agency_id, []))
+        if d.shared and delivery is None:
+            unsent.add(d.agency_id)
+    return decisions, unsent
 
 
 def _disclose(session, policy, flag, version, recipient_id, shared, reason, rule_id, fields,
@@ -336,7 +342,8 @@ def _disclose(session, policy, flag, version, recipient_id, shared, reason, rule
               subscriptions=None):
     """Record one recipient decision; a share also goes to the outbox in this transaction.
     `related` and `subscriptions` are read here unless the caller, deciding for many
-    recipients, read them once for all."""
+    recipients, read them once for all. Returns the share's delivery, None if the recipient's
+    subscriptions select neither the flag's category nor its areas."""
     now = utcnow()
     disclosure = Disclosure(
         flag_id=flag.id, flag_version=version.version, recipient_id=recipient_id, shared=shared,
@@ -344,6 +351,7 @@ def _disclose(session, policy, flag, version, recipient_id, shared, reason, rule
         acknowledge_by=now + timedelta(hours=ack_hours) if shared and ack_hours else None,
     )
     session.add(disclosure)
+    delivery = None
     if shared:
         data = {
             "flag": _flag_out(session, flag, version, set(fields), related=related),
@@ -352,17 +360,18 @@ def _disclose(session, policy, flag, version, recipient_id, shared, reason, rule
                              "reason": reason, "fields": fields,
                              "acknowledge_by": disclosure.acknowledge_by},
         }
-        forwarding.enqueue(session, event_id=event_id, event_type=event_type,
-                           recipient_id=recipient_id, data=json_ready(data),
-                           category=flag.category, areas=areas, flag_id=flag.id,
-                           disclosure_id=disclosure.id, acknowledge_by=disclosure.acknowledge_by,
-                           subscriptions=subscriptions)
+        delivery = forwarding.enqueue(
+            session, event_id=event_id, event_type=event_type, recipient_id=recipient_id,
+            data=json_ready(data), category=flag.category, areas=areas, flag_id=flag.id,
+            disclosure_id=disclosure.id, acknowledge_by=disclosure.acknowledge_by,
+            subscriptions=subscriptions)
     audit.record(session, actor=flag.publisher_id, actor_agency=flag.publisher_id,
                  action="flag.disclose" if shared else "flag.withhold",
                  outcome="shared" if shared else "not_shared", child_id=flag.child_id,
                  flag_id=flag.id, recipient=recipient_id, purpose=version.purpose,
                  lawful_basis=_cite(version), policy_rule=rule_id,
                  policy_version=policy.version, reason=reason)
+    return delivery
 
 
 # Built once: read on every flag published.
@@ -406,13 +415,21 @@ def _candidates(session, policy, category, context: rules.ChildContext):
     return [rules.Candidate(a.id, a.kind, a.area) for a in rows]
 
 
-def _published(flag, version, decisions, warnings) -> dict:
+# Reviews found agencies acting on the belief that another had been told. A recipient the
+# policy entitles may narrow its subscriptions so that a flag is not sent to it; the publisher
+# must not read `shared_with` as "they know".
+NOT_SENT = ("entitled, and may read it here, but its subscriptions select neither this "
+            "category nor this area, so it was not sent: tell it another way if it must know")
+
+
+def _published(flag, version, decisions, unsent, warnings) -> dict:
     return {
         "id": flag.id, "child_id": flag.child_id, "version": version.version,
         "status": version.status,
         "shared_with": sorted(d.agency_id for d in decisions if d.shared),
         "not_shared": [{"agency": d.agency_id, "reason": d.reason}
                        for d in sorted(decisions, key=lambda d: d.agency_id) if not d.shared],
+        "not_sent": [{"agency": a, "reason": NOT_SENT} for a in sorted(unsent)],
         "warnings": warnings, "policy_rule": version.policy_rule,
         "policy_version": version.policy_version,
     }
@@ -468,10 +485,15 @@ def _cite(version: FlagVersion) -> str:
 def _sharing_lists(session, flag, version) -> dict:
     rows = session.exec(select(Disclosure).where(
         Disclosure.flag_id == flag.id, Disclosure.flag_version == version.version)).all()
+    sent = set(session.exec(select(Delivery.disclosure_id).where(
+        Delivery.disclosure_id.in_([d.id for d in rows if d.shared]))).all())
     return {
         "shared_with": sorted(d.recipient_id for d in rows if d.shared),
         "not_shared": [{"agency": d.recipient_id, "reason": d.reason}
                        for d in sorted(rows, key=lambda d: d.recipient_id) if not d.shared],
+        "not_sent": [{"agency": d.recipient_id, "reason": NOT_SENT}
+                     for d in sorted(rows, key=lambda d: d.recipient_id)
+                     if d.shared and d.id not in sent],
     }
 
 
