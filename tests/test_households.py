@@ -396,6 +396,48 @@ async def test_data_quality_report(client, world, session):
     assert [e.actor for e in read] == ["mash.a"]
 
 
+NOT_BROUGHT = flag_body(category="not_brought_to_appointment",
+                        summary="Amelia was not brought to her 2-year review twice; we could "
+                                "not reach mum.")
+MISSING = flag_body(category="missing_episode", severity="medium",
+                    summary="Amelia was not collected from school and was found at a "
+                            "neighbour's house.")
+
+
+async def test_the_mash_is_told_when_a_third_agency_flags_a_child_no_one_owns(client, world,
+                                                                              session):
+    """What the data-quality report lists, pushed as it happens, once per child."""
+    await publish(client, world, "GP-A", NOT_BROUGHT)
+    await publish(client, world, "POLICE-A", flag_body())
+    await publish(client, world, "POLICE-A", flag_body(severity="medium"))  # still two agencies
+    assert events(session, "child.known_to_many") == []
+    await publish(client, world, "SCHOOL-A", MISSING)
+    [told] = events(session, "child.known_to_many")
+    assert told.recipient_id == "MASH-A"
+    data = told.payload["data"]
+    assert data["agencies"] == ["GP-A", "POLICE-A", "SCHOOL-A"]
+    assert data["child"]["nhs_number"] == NHS[0] and data["areas"] == ["E08000025"]
+    for body in (NOT_BROUGHT, flag_body(), MISSING):  # nothing they flagged travels
+        assert body["summary"] not in str(told.payload) and body["category"] not in str(data)
+    # More flags, from them or a fourth agency: she was raised already.
+    await publish(client, world, "SCHOOL-A", MISSING)
+    await publish(client, world, "SCHOOL-A2", MISSING)
+    assert len(events(session, "child.known_to_many")) == 1
+    disclosed = session.exec(select(AuditEvent).where(
+        AuditEvent.action == "alert.disclose", AuditEvent.outcome == "child.known_to_many")).all()
+    assert [(e.recipient, e.child_id) for e in disclosed] == [("MASH-A", told.payload["data"][
+        "child"]["child_id"])]
+
+
+async def test_a_child_social_care_works_with_is_not_raised(client, world, session):
+    r = await client.post("/v1/relationships", headers=world.auth("CSC-A"),
+                          json=relationship_body("allocated_social_worker"))
+    assert r.status_code == 201
+    for who, body in (("GP-A", NOT_BROUGHT), ("POLICE-A", flag_body()), ("SCHOOL-A", MISSING)):
+        await publish(client, world, who, body)
+    assert events(session, "child.known_to_many") == []
+
+
 @pytest.mark.parametrize("who,area,status", [
     ("mash.b", "E08000025", 403),   # another area's MASH
     ("auditor", "E08000025", 403),

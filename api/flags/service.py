@@ -28,6 +28,7 @@ from api.policy import rules
 from api.policy.language import summary_warnings
 from api.policy.loader import Policy
 from api.problems import ProblemError, invalid, not_found
+from api.reports import service as reports
 from api.transfers.moves import check_for_move
 
 PLAN_CATEGORIES = ("child_protection_plan", "child_in_need", "looked_after_child")
@@ -79,6 +80,9 @@ def publish(session: Session, policy: Policy, agency: Agency, body: FlagCreate) 
                                            previous={}, event_type="flag.shared")
     check_for_move(session, child.id, agency, f"flag:{body.category}")
     households.after_publish(session, policy, flag, version, named, agency)
+    agencies = reports.newly_known_to_many(session, child.id, agency.id)
+    if agencies and not child_context(session, child, agency.area).open_case:
+        reports.tell_mash_known_to_many(session, child, agencies, agency.id)
     return _published(flag, version, decisions, unsent, warnings)
 
 

@@ -71,7 +71,7 @@ class Event(BaseModel):
                   "transfer.accepted", "move.suspected", "delivery.unacknowledged",
                   "delivery.acknowledged",
                   "child.accessed", "match.proposed", "household.risk_joined", "sibling.flagged",
-                  "multiple_birth.found"]
+                  "multiple_birth.found", "child.known_to_many"]
     occurred_at: datetime
     data: dict[str, Any]
 

@@ -3,15 +3,17 @@ children many agencies have flagged but no children's social care works with."""
 
 from __future__ import annotations
 
-from sqlalchemy import case, func
+from sqlalchemy import bindparam, case, func
 from sqlmodel import Session, select
 
 from api.agencies.models import Agency
 from api.db import utcnow
 from api.flags.models import Flag, FlagVersion
+from api.identity.linking import person_summary
 from api.identity.models import Person
 from api.identity.scope import child_areas
 from api.identity.service import current_relationships
+from api.transfers.notify import area_agencies, notify
 
 MANY_AGENCIES = 3  # flagged by at least this many agencies, owned by none
 
@@ -81,6 +83,40 @@ def known_to_many(session: Session, area: str) -> list[dict]:
     found.sort(key=lambda c: (-len(c["agencies"]), -c["latest_flag_at"].timestamp(),
                               c["child_id"]))
     return found
+
+
+# Built once: read on every flag published.
+_FLAGS_BY_PUBLISHER = (select(Flag.publisher_id, func.count())
+                       .where(Flag.child_id == bindparam("child_id"),
+                              Flag.status != "entered_in_error")
+                       .group_by(Flag.publisher_id))
+
+
+def newly_known_to_many(session: Session, child_id: str, publisher_id: str) -> list[str]:
+    """The agencies that have flagged the child, when the flag just recorded is the first of
+    the agency that makes them MANY_AGENCIES; otherwise none. So each child is raised once,
+    when the picture first comes together, not at every flag after."""
+    counts = dict(session.exec(_FLAGS_BY_PUBLISHER, params={"child_id": child_id}).all())
+    if len(counts) == MANY_AGENCIES and counts.get(publisher_id) == 1:
+        return sorted(counts)
+    return []
+
+
+def tell_mash_known_to_many(session: Session, child: Person, agencies: list[str],
+                            actor: str) -> None:
+    """`child.known_to_many` to the MASH of each area the child is known in: what the
+    data-quality report lists, sent when it happens. Reviews found agencies acting in
+    isolation on what each knew; a MASH reading the report weekly would learn of it late. The
+    agencies are named, never what they flagged, as in the report."""
+    areas = sorted(child_areas(session, child.id))
+    notify(session, event_type="child.known_to_many",
+           recipients=[m for area in areas for m in area_agencies(session, area, ["mash"])],
+           data={"child": person_summary(child), "agencies": agencies, "areas": areas,
+                 "what_to_do": f"{len(agencies)} agencies have flagged this child and no "
+                               "children's social care works with them. Consider whether "
+                               "what they know together needs a referral or a strategy "
+                               "discussion."},
+           child_id=child.id, actor=actor, areas=areas, rule="KNOWN-TO-MANY")
 
 
 def _share(part: int, whole: int) -> float | None:
