@@ -81,6 +81,7 @@ def _worker(args, settings: Settings, policy) -> int:
     configure_logging(settings.effective_log_format)
     upgrade(settings.database_url)
     engine = make_engine(settings.database_url)
+
     def session_factory() -> Session:
         return Session(engine, expire_on_commit=False)
 

@@ -14,8 +14,8 @@ from sqlmodel import Session, func, or_, select
 
 from api.agencies.models import Agency
 from api.audit import service as audit
-from api.identity import matching
 from api.flags.models import Flag
+from api.identity import matching
 from api.identity.models import IdentityMerge, Person, PossibleMatch
 from api.identity.scope import person_areas
 from api.transfers.notify import LAWFUL_BASIS, PURPOSE, area_agencies, notify
