@@ -105,3 +105,10 @@ def flag_body(**override) -> dict:
 
 def relationship_body(kind: str, nhs: str = NHS[0], start: str = "2023-01-01") -> dict:
     return {"subject": {"nhs_number": nhs}, "kind": kind, "start": start}
+
+
+def with_passphrase(settings, tmp_path, passphrase: str = "correct horse battery staple"):
+    """The settings with FLAGSHARE_SIGNING_KEY_PASSPHRASE_FILE pointing at a new file."""
+    secret = tmp_path / f"passphrase-{len(list(tmp_path.iterdir()))}"
+    secret.write_text(passphrase + "\n")  # as `openssl rand` or an editor leaves it
+    return settings.model_copy(update={"signing_key_passphrase_file": secret})

@@ -43,7 +43,7 @@ from api.db import get_session, make_engine, utcnow
 from api.main import create_app
 from api.settings import Settings, TrustedIssuer
 from tests.factories import (AGENCIES, BIRMINGHAM, PASSWORD, SECRET, SANDWELL, flag_body,
-                             relationship_body)
+                             relationship_body, with_passphrase)
 from tests.processes import free_port, run_cli, running_server, wait_until
 from tests.receiver import Receiver
 
@@ -808,12 +808,6 @@ async def test_private_keys_never_reach_the_jwks(settings, connection, session, 
 
 # --- signing keys encrypted where they are stored ------------------------------------------
 
-def _with_passphrase(settings, tmp_path, passphrase: str = "correct horse battery staple"):
-    secret = tmp_path / f"passphrase-{len(list(tmp_path.iterdir()))}"
-    secret.write_text(passphrase + "\n")  # as `openssl rand` or an editor leaves it
-    return settings.model_copy(update={"signing_key_passphrase_file": secret})
-
-
 def _stored(session, kid: str) -> str:
     session.expire_all()
     return session.get(SigningKey, kid).private_pem
@@ -822,7 +816,7 @@ def _stored(session, kid: str) -> str:
 async def test_with_a_passphrase_a_new_key_is_stored_encrypted_and_signs(
         settings, connection, session, world, tmp_path):
     claims = base_claims(world)
-    sealed = _with_passphrase(settings, tmp_path)
+    sealed = with_passphrase(settings, tmp_path)
     key = KeyRing(sealed, _factory(connection)).rotate()
     stored = _stored(session, key.kid)
     assert stored.startswith("-----BEGIN ENCRYPTED PRIVATE KEY-----")
@@ -840,8 +834,8 @@ async def test_with_a_passphrase_a_new_key_is_stored_encrypted_and_signs(
 ])
 async def test_an_encrypted_key_without_its_passphrase_stops_the_process(
         settings, connection, session, tmp_path, passphrase, message):
-    key = KeyRing(_with_passphrase(settings, tmp_path), _factory(connection)).rotate()
-    wrong = settings if passphrase is None else _with_passphrase(settings, tmp_path, passphrase)
+    key = KeyRing(with_passphrase(settings, tmp_path), _factory(connection)).rotate()
+    wrong = settings if passphrase is None else with_passphrase(settings, tmp_path, passphrase)
     ring = KeyRing(wrong, _factory(connection))
     for start in (ring.ensure_signing_key, ring.reload, ring.rotate):
         with pytest.raises(SigningKeyError, match=message):
@@ -857,7 +851,7 @@ async def test_a_key_stored_in_the_clear_is_encrypted_in_place_once_a_passphrase
     token = world.token("GP-A")  # signed by the key the suite stored in the clear
     kid = header_of(token)["kid"]
     assert _stored(session, kid).startswith("-----BEGIN PRIVATE KEY-----")
-    ring = KeyRing(_with_passphrase(settings, tmp_path), _factory(connection))
+    ring = KeyRing(with_passphrase(settings, tmp_path), _factory(connection))
     ring.ensure_signing_key()
     assert _stored(session, kid).startswith("-----BEGIN ENCRYPTED PRIVATE KEY-----")
     # the same key: tokens it signed before still verify, and it goes on signing
@@ -876,7 +870,7 @@ def test_a_production_process_without_a_passphrase_warns_at_start(
         settings, connection, session, tmp_path, caplog, environment, passphrase, warned):
     configured = settings.model_copy(update={"environment": environment})
     if passphrase:
-        configured = _with_passphrase(configured, tmp_path)
+        configured = with_passphrase(configured, tmp_path)
     ring = KeyRing(configured, _factory(connection))
     with caplog.at_level("WARNING", logger="flagshare.keys"):
         ring.ensure_signing_key()

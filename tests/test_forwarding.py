@@ -19,7 +19,7 @@ from api.forwarding.models import Delivery, Subscription
 from api.forwarding.sealing import SEALED, SealedSecretError, seal_stored_secrets, unseal
 from api.forwarding.targets import TargetRefused, check_url
 from api.forwarding.worker import DeliveryWorker, parse_retry_after
-from tests.factories import NHS, flag_body, relationship_body
+from tests.factories import NHS, flag_body, relationship_body, with_passphrase
 from tests.receiver import Receiver
 
 
@@ -245,16 +245,10 @@ async def test_an_unsubscribe_retried_with_its_key_is_answered_as_the_first(clie
     assert (await client.delete(url, headers=world.auth("SCHOOL-A"))).status_code == 404
 
 
-def _sealing(settings, tmp_path, passphrase: str = "correct horse battery staple"):
-    file = tmp_path / f"passphrase-{len(list(tmp_path.iterdir()))}"
-    file.write_text(passphrase + "\n")
-    return settings.model_copy(update={"signing_key_passphrase_file": file})
-
-
 async def test_with_a_passphrase_webhook_secrets_are_stored_sealed_and_still_sign(
         client, world, child, app, settings, session, tmp_path):
     """A copy of the database must not let anyone sign events as this service."""
-    sealed = _sealing(settings, tmp_path)
+    sealed = with_passphrase(settings, tmp_path)
     app.state.settings = sealed
     with Receiver() as rx:
         sub = await subscribe(client, world, "SCHOOL-A", {"mode": "webhook", "url": rx.url})
@@ -274,7 +268,7 @@ async def test_secrets_in_the_clear_are_sealed_at_start_and_need_their_passphras
     sub = await subscribe(client, world, "SCHOOL-A", {"mode": "webhook", "secret": longest,
                                                       "url": "https://school.example/hooks"})
     assert session.get(Subscription, sub["id"]).secret == longest  # no passphrase: as given
-    passphrase = _sealing(settings, tmp_path).signing_key_passphrase
+    passphrase = with_passphrase(settings, tmp_path).signing_key_passphrase
     assert seal_stored_secrets(session, passphrase) == 1
     stored = session.get(Subscription, sub["id"]).secret
     assert stored.startswith(SEALED) and len(stored) <= 200  # the column's length

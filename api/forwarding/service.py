@@ -199,9 +199,7 @@ def tell_publisher_of_outcome(session: Session, recipient: Agency, delivery: Del
     came of it; the same facts the publisher may read on `GET /v1/flags/{id}/deliveries`."""
     if delivery.event_type not in FLAG_EVENTS:
         return
-    flag = session.get(Flag, delivery.flag_id)
-    if flag.publisher_id == recipient.id:
-        return
+    flag = session.get(Flag, delivery.flag_id)  # never sent to its own publisher
     data = {
         "delivery_id": delivery.id, "flag_id": flag.id, "child_id": flag.child_id,
         "category": flag.category, "recipient": recipient.id, "recipient_name": recipient.name,

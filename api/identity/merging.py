@@ -22,7 +22,6 @@ from api.identity.models import (
     IdentityMerge, LocalIdentifier, Person, PersonLink, PossibleMatch, Relationship,
 )
 from api.identity import linking
-from api.identity.linking import person_summary
 from api.identity.service import DEMOGRAPHICS, current
 from api.policy.loader import Policy
 from api.problems import ProblemError, not_found
@@ -62,7 +61,7 @@ def match_view(session: Session, match: PossibleMatch) -> dict:
             LocalIdentifier.person_id == person_id)).all())
         known |= set(session.exec(select(Relationship.agency_id).where(
             Relationship.child_id == person_id)).all())
-        records.append({**person_summary(person), "merged_into": person.merged_into_id,
+        records.append({**linking.person_summary(person), "merged_into": person.merged_into_id,
                         "known_to": sorted(known)})
     merge = session.exec(select(IdentityMerge).where(IdentityMerge.match_id == match.id)
                          .order_by(IdentityMerge.merged_at.desc())).first()
