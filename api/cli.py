@@ -1,5 +1,5 @@
 """The `flagshare` command: serve, worker, db upgrade and backup, users add, agencies add,
-keys rotate, audit verify."""
+keys rotate and passphrase, audit verify."""
 
 from __future__ import annotations
 
@@ -177,6 +177,37 @@ def _keys_rotate(args, settings: Settings, policy) -> int:
     return 0
 
 
+def _keys_passphrase(args, settings: Settings, policy) -> int:
+    """Re-encrypt the signing keys and webhook secrets under a new passphrase, in one
+    transaction: every one of them, or (a wrong current passphrase) none."""
+    from pathlib import Path
+
+    from api.audit import service as audit
+    from api.auth.keys import SigningKeyError, reseal_signing_keys
+    from api.forwarding.sealing import reseal_stored_secrets
+    from api.settings import read_secret
+
+    try:
+        new = read_secret(Path(args.new_file)).encode()
+    except ValueError as exc:
+        return _fail(f"--new-file: {exc}", 1)
+    if new == settings.signing_key_passphrase:
+        return _fail("--new-file: that is the passphrase in use already", 1)
+    with _session(settings) as session:
+        try:
+            keys = reseal_signing_keys(session, settings.signing_key_passphrase, new)
+            secrets = reseal_stored_secrets(session, settings.signing_key_passphrase, new)
+        except SigningKeyError as exc:
+            return _fail(str(exc))
+        audit.record(session, actor="cli", action="keys.passphrase", outcome="changed")
+        session.commit()
+    print(f"re-encrypted {keys} signing key(s) and {secrets} webhook secret(s) under the new "
+          "passphrase")
+    print("point FLAGSHARE_SIGNING_KEY_PASSPHRASE_FILE at the new file and restart every "
+          "process; keep the old passphrase as long as backups made before now are kept")
+    return 0
+
+
 def _audit_verify(args) -> int:
     """Verify an export offline: 0 intact, 1 tampered (first bad seq printed), 2 unusable input."""
     import json
@@ -287,10 +318,16 @@ def _parser() -> argparse.ArgumentParser:
         add_agency.add_argument(f"--{name}", required=True)
     add_agency.set_defaults(handler=_agencies_add)
 
-    keys = sub.add_parser("keys", help="token signing keys").add_subparsers(
+    keys = sub.add_parser("keys", help="token signing keys and their passphrase").add_subparsers(
         required=True, metavar="ACTION")
     keys.add_parser("rotate", help="sign with a new key from now on").set_defaults(
         handler=_keys_rotate)
+    passphrase = keys.add_parser(
+        "passphrase", help="re-encrypt the signing keys and webhook secrets under a new "
+                           "passphrase (stop the service and workers first)")
+    passphrase.add_argument("--new-file", required=True, metavar="FILE",
+                            help="the file holding the new passphrase")
+    passphrase.set_defaults(handler=_keys_passphrase)
 
     audit = sub.add_parser("audit", help="the sharing log").add_subparsers(
         required=True, metavar="ACTION")

@@ -87,26 +87,26 @@ class Settings(BaseSettings):
             return v
         if str(info.data.get("database_url", "")).startswith("sqlite"):
             raise ValueError("is for PostgreSQL; a SQLite URL has no password")
-        _read_secret(v)
+        read_secret(v)
         return v
 
     @field_validator("signing_key_passphrase_file")
     @classmethod
     def _readable_passphrase(cls, v: Path | None) -> Path | None:
         if v is not None:
-            _read_secret(v)
+            read_secret(v)
         return v
 
     @property
     def signing_key_passphrase(self) -> bytes | None:
         if self.signing_key_passphrase_file is None:
             return None
-        return _read_secret(self.signing_key_passphrase_file).encode()
+        return read_secret(self.signing_key_passphrase_file).encode()
 
     @model_validator(mode="after")
     def _password_into_url(self) -> Settings:
         if self.database_password_file is not None:
-            password = _read_secret(self.database_password_file)
+            password = read_secret(self.database_password_file)
             url = make_url(self.database_url).set(password=password)
             self.database_url = url.render_as_string(hide_password=False)
         return self
@@ -136,7 +136,7 @@ class Settings(BaseSettings):
         return self.log_format or ("text" if self.is_development else "json")
 
 
-def _read_secret(path: Path) -> str:
+def read_secret(path: Path) -> str:
     """A secret file's content, without the line end `openssl rand` or an editor leaves."""
     try:
         secret = path.read_text().strip("\r\n")

@@ -34,11 +34,12 @@ from api.audit.models import AuditEvent
 from api.audit.verify import Checkpoint, check_signature, keys_from_jwks
 from api.auth import jwt
 from api.auth.jwt import new_rsa_key
-from api.auth.keys import KeyRing, SigningKeyError
+from api.auth.keys import KeyRing, SigningKeyError, reseal_signing_keys
 from api.auth.models import SigningKey, User
 from api.auth.passwords import hash_secret, new_client_secret, verify_secret
 from api.forwarding.models import Subscription
-from api.forwarding.sealing import SEALED
+from api.forwarding.sealing import (SEALED, SealedSecretError, reseal_stored_secrets, seal,
+                                    seal_stored_secrets, unseal)
 from api.db import get_session, make_engine, utcnow
 from api.main import create_app
 from api.settings import Settings, TrustedIssuer
@@ -926,6 +927,105 @@ def test_serve_and_worker_refuse_to_start_without_the_passphrase_of_a_stored_key
         out = run_cli(env, *command)
         assert out.returncode == 2, (command, out.stderr)
         assert "set FLAGSHARE_SIGNING_KEY_PASSPHRASE_FILE" in out.stderr, (command, out.stderr)
+
+
+# --- changing the passphrase -------------------------------------------------------------
+
+async def test_a_new_passphrase_re_encrypts_the_signing_key_and_webhook_secrets(
+        settings, connection, session, world, client, tmp_path):
+    old, new = (with_passphrase(settings, tmp_path, p).signing_key_passphrase
+                for p in ("the old passphrase", "the new passphrase"))
+    r = await client.post("/v1/subscriptions", headers=world.auth("SCHOOL-A"), json={
+        "delivery": {"mode": "webhook", "url": "https://school.example/hooks"}})
+    assert r.status_code == 201, r.text
+    key = KeyRing(with_passphrase(settings, tmp_path, "the old passphrase"),
+                  _factory(connection)).rotate()  # the suite's key retires: no private half
+    seal_stored_secrets(session, old)
+    assert reseal_signing_keys(session, old, new) == 1
+    assert reseal_stored_secrets(session, old, new) == 1
+    session.flush()
+    stored = session.get(Subscription, r.json()["id"]).secret
+    assert unseal(stored, new) == r.json()["secret"]
+    with pytest.raises(SealedSecretError, match="does not open"):
+        unseal(stored, old)
+    with pytest.raises(SigningKeyError, match="does not decrypt"):
+        KeyRing(with_passphrase(settings, tmp_path, "the old passphrase"),
+                _factory(connection)).reload()
+    ring = KeyRing(with_passphrase(settings, tmp_path, "the new passphrase"), _factory(connection))
+    token = ring.sign(base_claims(world))
+    assert header_of(token)["kid"] == key.kid  # the same key: its tokens and checkpoints hold
+    assert stock_verify(token, ring.jwks(), issuer=settings.issuer)["sub"] == "GP-A"
+    with pytest.raises(SigningKeyError, match="does not decrypt"):  # opened with `old` only
+        reseal_signing_keys(session, b"a wrong passphrase", old)
+
+
+def test_changing_the_passphrase_is_all_or_nothing_and_the_service_runs_on_the_new_one(
+        private_database_url, tmp_path):
+    old, new = tmp_path / "old_passphrase", tmp_path / "new_passphrase"
+    old.write_text("the old passphrase for the keys\n")
+    new.write_text("the new passphrase for the keys\n")
+    engine = make_engine(private_database_url)
+
+    def stored() -> tuple[list[str], list[str]]:
+        with Session(engine) as s:
+            return ([k.private_pem for k in s.exec(select(SigningKey))],
+                    list(s.exec(select(Subscription.secret))))
+
+    def store_secret(secret: str) -> None:
+        with Session(engine) as s:
+            s.get(Subscription, sub["id"]).secret = secret
+            s.commit()
+
+    try:
+        with Receiver() as rx:
+            with running_server(private_database_url, tmp_path,
+                                FLAGSHARE_SIGNING_KEY_PASSPHRASE_FILE=str(old)) as server, \
+                    httpx.Client(base_url=server.url, timeout=30) as http:
+                server.add_agency("SEAL-GP", "gp", BIRMINGHAM)
+                server.add_agency("SEAL-POLICE", "police", BIRMINGHAM)
+                gp = server.token(http, "SEAL-GP")
+                sub = http.post("/v1/subscriptions", headers=gp, json={
+                    "delivery": {"mode": "webhook", "url": rx.url}}).json()
+                env, secrets = server.env, server.secrets
+            before = stored()
+            for new_file, message in ((tmp_path / "missing", "--new-file: cannot read"),
+                                      (old, "--new-file: that is the passphrase in use")):
+                out = run_cli(env, "keys", "passphrase", "--new-file", str(new_file))
+                assert out.returncode == 1 and message in out.stderr, out.stderr
+            # A secret the current passphrase cannot open: nothing is re-encrypted, not even
+            # the key it could open.
+            store_secret(seal(sub["secret"], b"some other passphrase"))
+            out = run_cli(env, "keys", "passphrase", "--new-file", str(new))
+            assert out.returncode == 2 and "does not open" in out.stderr, out.stderr
+            assert stored()[0] == before[0]
+            store_secret(before[1][0])
+
+            out = run_cli(env, "keys", "passphrase", "--new-file", str(new))
+            assert out.returncode == 0, out.stderr
+            assert "re-encrypted 1 signing key(s) and 1 webhook secret(s)" in out.stdout
+            after = stored()
+            assert after[0] != before[0] and after[1] != before[1]
+            assert all(pem.startswith("-----BEGIN ENCRYPTED PRIVATE KEY-----") for pem in after[0])
+            out = run_cli(env, "serve", "--port", str(free_port()))
+            assert out.returncode == 2 and "does not decrypt" in out.stderr, out.stderr
+
+            (tmp_path / "new").mkdir()
+            with running_server(private_database_url, tmp_path / "new",
+                                FLAGSHARE_SIGNING_KEY_PASSPHRASE_FILE=str(new)) as server, \
+                    httpx.Client(base_url=server.url, timeout=30) as http:
+                server.secrets = secrets
+                assert http.get(PROTECTED, headers=gp).status_code == 200  # the same key
+                assert http.post("/v1/relationships", json=relationship_body("registered_gp"),
+                                 headers=gp).status_code == 201
+                assert http.post("/v1/flags", json=flag_body(),
+                                 headers=server.token(http, "SEAL-POLICE")).status_code == 201
+                wait_until(lambda: rx.requests, 30, "the GP's webhook")
+            Webhook(sub["secret"]).verify(rx.requests[0].body, rx.requests[0].headers)
+        with Session(engine) as s:
+            assert s.exec(select(AuditEvent.outcome).where(
+                AuditEvent.action == "keys.passphrase")).all() == ["changed"]
+    finally:
+        engine.dispose()
 
 
 def test_secrets_are_stored_as_argon2_hashes():

@@ -123,22 +123,8 @@ class KeyRing:
     def _open(self, stored: str) -> str:
         """The private key in the clear; decrypting costs milliseconds, so each stored form is
         opened once."""
-        if not stored.startswith(SEALED):
-            return stored
         if stored not in self._opened:
-            if self._passphrase is None:
-                raise SigningKeyError(
-                    "the signing key in the database is encrypted: set "
-                    "FLAGSHARE_SIGNING_KEY_PASSPHRASE_FILE to the file holding its passphrase")
-            try:
-                key = serialization.load_pem_private_key(stored.encode(), self._passphrase)
-            except ValueError:
-                raise SigningKeyError(
-                    "the passphrase in FLAGSHARE_SIGNING_KEY_PASSPHRASE_FILE does not decrypt "
-                    "the signing key in the database") from None
-            self._opened[stored] = key.private_bytes(
-                serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                serialization.NoEncryption()).decode()
+            self._opened[stored] = _decrypt(stored, self._passphrase)
         return self._opened[stored]
 
     def reload_if_stale(self) -> None:
@@ -241,6 +227,35 @@ def _new_signing_key(passphrase: bytes | None) -> SigningKey:
     kid = new_id()
     return SigningKey(kid=kid, private_pem=_seal(pem, passphrase) if passphrase else pem,
                       public_jwk={**public, "kid": kid})
+
+
+def reseal_signing_keys(session: Session, old: bytes | None, new: bytes) -> int:
+    """Every key that can still sign, encrypted under the `new` passphrase instead of `old`
+    (or of none), in the caller's transaction; SigningKeyError if `old` does not open one.
+    Retired keys hold no private half, so there is nothing of theirs to re-encrypt."""
+    keys = session.exec(select(SigningKey).where(SigningKey.private_pem != "")).all()
+    for key in keys:
+        key.private_pem = _seal(_decrypt(key.private_pem, old), new)
+        session.add(key)
+    return len(keys)
+
+
+def _decrypt(stored: str, passphrase: bytes | None) -> str:
+    """The private key in the clear, from its stored form."""
+    if not stored.startswith(SEALED):
+        return stored
+    if passphrase is None:
+        raise SigningKeyError(
+            "the signing key in the database is encrypted: set "
+            "FLAGSHARE_SIGNING_KEY_PASSPHRASE_FILE to the file holding its passphrase")
+    try:
+        key = serialization.load_pem_private_key(stored.encode(), passphrase)
+    except ValueError:
+        raise SigningKeyError(
+            "the passphrase in FLAGSHARE_SIGNING_KEY_PASSPHRASE_FILE does not decrypt "
+            "the signing key in the database") from None
+    return key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                             serialization.NoEncryption()).decode()
 
 
 def _seal(pem: str, passphrase: bytes) -> str:

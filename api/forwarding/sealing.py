@@ -81,6 +81,16 @@ def seal_stored_secrets(session: Session, passphrase: bytes | None) -> int:
     return sealed
 
 
+def reseal_stored_secrets(session: Session, old: bytes | None, new: bytes) -> int:
+    """Every stored secret sealed under the `new` passphrase instead of `old` (or of none), in
+    the caller's transaction; SealedSecretError if `old` does not open one."""
+    subs = session.exec(select(Subscription).where(Subscription.secret.is_not(None))).all()
+    for sub in subs:
+        sub.secret = seal(unseal(sub.secret, old), new)
+        session.add(sub)
+    return len(subs)
+
+
 def ensure_sealed(session_factory, passphrase: bytes | None) -> None:
     """seal_stored_secrets in a session of its own, as a process starts."""
     with session_factory() as session:
