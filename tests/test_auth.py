@@ -43,7 +43,7 @@ from api.forwarding.sealing import (SEALED, SealedSecretError, reseal_stored_sec
 from api.db import get_session, make_engine, utcnow
 from api.main import create_app
 from api.settings import Settings, TrustedIssuer
-from tests.factories import (AGENCIES, BIRMINGHAM, PASSWORD, SECRET, SANDWELL, flag_body,
+from tests.factories import (AGENCIES, BIRMINGHAM, NHS, PASSWORD, SECRET, SANDWELL, flag_body,
                              relationship_body, with_passphrase)
 from tests.processes import free_port, run_cli, running_server, wait_until
 from tests.receiver import Receiver
@@ -1046,6 +1046,52 @@ def test_world_passwords_are_hashed(session, world):
         assert user.password_hash.startswith("$argon2") and PASSWORD not in user.password_hash
     for agency_id in AGENCIES:
         assert SECRET not in session.get(Agency, agency_id).client_secret_hash
+
+
+@pytest.mark.parametrize("agencies", [None, ["MASH-A"]])
+async def test_another_issuer_area_is_its_agency_area_never_its_word(
+        settings, connection, session, world, idp_key, agencies):
+    """Scope is by area: an outside token saying another area, or naming no agency, or an
+    agency not registered, must not read that area's children."""
+    kid, pem, _ = idp_key
+    app = _app_with(settings, connection, session, trusted_issuers=[
+        TrustedIssuer(issuer=IDP, jwks_file=idp_key[2], agencies=agencies)])
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app),
+                                 base_url="http://flagshare.test") as c:
+        async def read(nhs: str, **claims) -> httpx.Response:
+            token = rs256({"alg": "RS256", "kid": kid}, _idp_claims(**claims), pem)
+            return await c.get("/v1/children", headers=bearer(token), params={
+                "nhs_number": nhs, "purpose": "mash_triage", "reason": "Referral"})
+
+        for who, nhs in (("GP-A", NHS[0]), ("GP-B", NHS[6])):
+            assert (await c.post("/v1/relationships", headers=world.auth(who),
+                                 json=relationship_body("registered_gp", nhs))).status_code == 201
+        # the agency's own area, claimed or not: read as in scope
+        for area in (BIRMINGHAM, ...):
+            r = await read(NHS[0], area=area)
+            assert r.status_code == 200 and r.json()["access"]["basis"] == "area", r.text
+        assert (await read(NHS[6])).status_code == 404  # Sandwell's child: out of scope
+        for claims in ({"area": SANDWELL}, {"agency": ..., "area": SANDWELL},
+                       {"agency": "MASH-Z", "area": SANDWELL}):
+            problem(await read(NHS[6], **claims), 401)
+        world.agencies["MASH-A"].disabled = True
+        session.add(world.agencies["MASH-A"])
+        session.flush()
+        problem(await read(NHS[0]), 401)
+
+
+async def test_a_disabled_agency_tokens_stop_working_everywhere(client, world, session):
+    await client.post("/v1/relationships", json=relationship_body("registered_gp"),
+                      headers=world.auth("GP-A"))
+    r = await client.post("/v1/flags", json=flag_body(), headers=world.auth("POLICE-A"))
+    flag = f"/v1/flags/{r.json()['id']}"
+    issued = world.auth("GP-A")  # before the agency is disabled
+    assert (await client.get(flag, headers=issued)).status_code == 200
+    world.agencies["GP-A"].disabled = True
+    session.add(world.agencies["GP-A"])
+    session.flush()
+    for path in (flag, "/v1/transfers", "/v1/subscriptions"):
+        problem(await client.get(path, headers=issued), 401)
 
 
 @pytest.mark.parametrize("claims", [

@@ -222,6 +222,23 @@ async def test_another_areas_practitioner_gets_404_without_break_glass(client, w
     assert deliveries(session, "MASH-A", "child.accessed") == []
 
 
+@pytest.mark.parametrize("who,asked", [
+    ("GP-B", {"purpose": "not_a_purpose"}), ("mash.b", {"purpose": "not_a_purpose"}),
+    ("GP-B", {"break_glass": "true"}),  # only MASH practitioners break the glass
+])
+async def test_a_refused_purpose_does_not_tell_whether_the_number_is_known(
+        client, world, family, session, who, asked):
+    """A caller who may not see the child gets the same answer for a number held here (the
+    child's, or an adult named on a flag) as for one never seen."""
+    answers = []
+    for nhs in (NHS[0], NHS[8]):  # the child's; a number nobody holds
+        r = await client.get("/v1/children", headers=world.auth(who), params={
+            "nhs_number": nhs, "purpose": "mash_triage", "reason": "Probe", **asked})
+        answers.append((r.status_code, r.json()["detail"]))
+    assert answers[0] == answers[1] and answers[0][0] in (403, 422)
+    assert reads(session) == []
+
+
 async def test_break_glass_is_marked_and_alerts_the_home_mash(client, world, family, session):
     r = await read(client, world, "mash.b", family["child"], break_glass="true",
                    purpose="section_47_enquiry",

@@ -567,3 +567,25 @@ def _current(session, person: Person) -> str:
     while person.merged_into_id:
         person = session.get(Person, person.merged_into_id)
     return person.id
+
+
+async def test_a_practitioner_of_no_area_can_neither_see_nor_decide_a_match(
+        client, world, session, policy):
+    """Both records known in one area leave the match's `other_area` empty: a principal with
+    no area must not pass for it."""
+    gp = await client.post("/v1/relationships", json={"subject": GP_RECORD, "kind": "registered_gp",
+                                                      "start": "2023-01-01"},
+                           headers=world.auth("GP-A"))
+    assert gp.status_code == 201, gp.text
+    assert (await client.post("/v1/flags", json=flag_body(subject=POLICE_RECORD),
+                              headers=world.auth("POLICE-A"))).status_code == 201
+    match = session.exec(select(PossibleMatch).where(PossibleMatch.status == "open")).one()
+    assert match.other_area is None
+    nowhere = Principal(sub="someone", role="mash_practitioner", agency_id=None, area=None,
+                        issuer="https://idp.example")
+    for decide in (lambda: confirm(session, policy, nowhere, match.id, "Same child"),
+                   lambda: reject(session, nowhere, match.id, "Not the same child")):
+        with pytest.raises(ProblemError) as refused:
+            decide()
+        assert refused.value.status == 404
+    assert session.get(PossibleMatch, match.id).status == "open"

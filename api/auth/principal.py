@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Annotated
 
 from fastapi import Depends, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from sqlmodel import Session
 
 from api.agencies.models import Agency
 from api.auth import jwt
@@ -16,6 +17,7 @@ from api.logs import note_principal
 from api.problems import ProblemError
 
 ROLES = ("agency_system", "mash_practitioner", "auditor", "admin")
+AGENCY_ROLES = ("agency_system", "mash_practitioner")  # their scope is their agency's, or area
 _bearer = HTTPBearer(auto_error=False, description="Access token from POST /v1/oauth/token")
 
 
@@ -40,6 +42,7 @@ def _unauthorized(detail: str) -> ProblemError:
 async def current_principal(
     request: Request,
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+    session: SessionDep,
 ) -> Principal:
     if credentials is None or credentials.scheme.lower() != "bearer":
         raise ProblemError(401, "A Bearer access token is required.",
@@ -67,17 +70,37 @@ async def current_principal(
         raise _unauthorized("The access token's agency or area claim is malformed.")
     if role == "agency_system" and not agency:
         raise _unauthorized("An agency_system token must name its agency.")
-    if issuer != settings.issuer:
+    outside = issuer != settings.issuer
+    if outside:
         trusted = next(t for t in settings.trusted_issuers if t.issuer == issuer)
         if role not in trusted.roles or (
-            trusted.agencies is not None and agency is not None and agency not in trusted.agencies
+            trusted.agencies is not None and agency not in trusted.agencies
         ):
             raise _unauthorized(f"Issuer {issuer!r} is not trusted for this role or agency.")
+        if role in AGENCY_ROLES and not agency:
+            raise _unauthorized(f"A {role} token from another issuer must name the agency the "
+                                "caller works for.")
     principal = Principal(sub=str(claims["sub"]), role=role, agency_id=agency,
                           area=area, issuer=issuer)
     note_principal(principal.sub)
     request.app.state.rate_limits.admit_request(principal.scope_key)
+    if agency is not None and (outside or role == "agency_system"):
+        principal = await run_in_threadpool(_registered, session, principal, outside)
     return principal
+
+
+def _registered(session: Session, principal: Principal, outside: bool) -> Principal:
+    """The principal as its agency's registration has it: a disabled agency's tokens stop
+    working at once, and another issuer's `area` claim is never taken on its word (scope is
+    by area), but from the agency it names."""
+    agency = session.get(Agency, principal.agency_id)
+    if agency is None or agency.disabled:
+        raise _unauthorized("The agency named in the token is not registered or is disabled.")
+    if not outside:
+        return principal
+    if principal.area is not None and principal.area != agency.area:
+        raise _unauthorized("The token's area is not the area its agency is registered in.")
+    return replace(principal, area=agency.area)
 
 
 CurrentPrincipal = Annotated[Principal, Depends(current_principal)]

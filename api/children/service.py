@@ -116,9 +116,16 @@ def read_basis(session: Session, reader: Reader, child: Person, break_glass: boo
 
 
 def child_view(session: Session, policy: Policy, access: AccessPolicy, reader: Reader,
-               child: Person, stated: Purpose, *, history: bool, now: datetime) -> dict:
-    """The whole record as this reader may see it; the read is audited and may notify."""
+               stated: Purpose, *, history: bool, now: datetime, child_id: str | None = None,
+               nhs_number: str | None = None) -> dict:
+    """The whole record of the child with this id or NHS number as this reader may see it;
+    the read is audited and may notify.
+
+    The stated purpose is checked before the child is looked for: checked after, its answer
+    would tell a caller with no right to the child whether the number is known here at all.
+    """
     check_purpose(access, reader, stated)
+    child = find_child(session, child_id, nhs_number)
     basis = read_basis(session, reader, child, stated.break_glass)
     if basis is None:
         raise not_found("child")

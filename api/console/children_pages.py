@@ -61,9 +61,8 @@ def _child_page(request: Request, session, policy, access: AccessPolicy, reader:
                 stated: service.Purpose, now, *, child_id: str | None = None,
                 nhs_number: str | None = None):
     try:
-        child = service.find_child(session, child_id=child_id, nhs_number=nhs_number)
-        view = service.child_view(session, policy, access, reader, child, stated,
-                                  history=False, now=now)
+        view = service.child_view(session, policy, access, reader, stated, history=False,
+                                  now=now, child_id=child_id, nhs_number=nhs_number)
     except ProblemError as exc:
         if exc.status != 404:
             raise

@@ -79,7 +79,9 @@ def match_view(session: Session, match: PossibleMatch) -> dict:
 
 def get_visible(session: Session, principal: Principal, match_id: str) -> PossibleMatch:
     match = session.get(PossibleMatch, match_id)
-    if match is None or principal.area not in (match.area, match.other_area):
+    # An area must be named: `other_area` is None when both records are known in one area.
+    if match is None or not principal.area or principal.area not in (match.area,
+                                                                       match.other_area):
         raise not_found("possible match")
     return match
 
