@@ -9,7 +9,7 @@ from typing import Annotated, Any, Generic, TypeVar
 from fastapi import Depends, Query
 from pydantic import BaseModel
 
-from api.problems import invalid
+from api.problems import ProblemError, invalid
 
 T = TypeVar("T")
 
@@ -19,20 +19,45 @@ class Page(BaseModel, Generic[T]):
     next_cursor: str | None
 
 
+# A key is an id (text) or a position: a `seq` (an INTEGER column: 32 bits on PostgreSQL) or
+# an offset.
+MAX_INT_KEY = 2**31 - 1
+Key = int | str
+
+
 class PageParams(BaseModel):
     limit: int
-    after: Any  # the sort key of the last item already seen, or None
+    after: Key | None  # the sort key of the last item already seen, or None
+
+    def after_as(self, kind: type[int] | type[str]) -> Key | None:
+        """The key, if it is of the type this list is ordered by; any other is not ours."""
+        return None if self.after is None else check_key(self.after, kind)
 
 
-def encode_cursor(key: Any) -> str:
+def encode_cursor(key: Key) -> str:
     return base64.urlsafe_b64encode(json.dumps(key).encode()).decode().rstrip("=")
 
 
-def decode_cursor(cursor: str) -> Any:
+def decode_cursor(cursor: str, kind: type[int] | type[str] | None = None) -> Key:
+    """A cursor's key. Only what `encode_cursor` could have written (of `kind`, if given)
+    passes: a forged one is a 422 naming `cursor`, never a database error."""
     try:
-        return json.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
+        key = json.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
     except ValueError as exc:
-        raise invalid("cursor", "not a cursor returned by this service") from exc
+        raise _not_ours() from exc
+    return check_key(key, kind)
+
+
+def check_key(key: Any, kind: type[int] | type[str] | None = None) -> Key:
+    if (isinstance(key, bool) or not isinstance(key, kind or (int, str))
+            or (isinstance(key, int) and not 0 <= key <= MAX_INT_KEY)
+            or (isinstance(key, str) and "\x00" in key)):  # PostgreSQL refuses NUL in text
+        raise _not_ours()
+    return key
+
+
+def _not_ours() -> ProblemError:
+    return invalid("cursor", "not a cursor returned by this service")
 
 
 async def _page_params(

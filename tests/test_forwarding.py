@@ -19,6 +19,7 @@ from api.forwarding.models import Delivery, Subscription
 from api.forwarding.sealing import SEALED, SealedSecretError, seal_stored_secrets, unseal
 from api.forwarding.targets import TargetRefused, check_url
 from api.forwarding.worker import DeliveryWorker, parse_retry_after
+from api.pagination import encode_cursor
 from tests.factories import NHS, flag_body, relationship_body, with_passphrase
 from tests.receiver import Receiver
 
@@ -301,6 +302,30 @@ async def test_feed_pages_resume_exactly_where_they_stopped(client, world, child
     assert (await feed(client, world, "SCHOOL-A2"))["items"] == []
     bad = await client.get("/v1/feed", params={"cursor": "!!"}, headers=world.auth("SCHOOL-A"))
     assert bad.status_code == 422
+
+
+FORGED_CURSORS = [10**30, 2**63, 2**31, -1, True, False, 1.5, None, [1], {"a": 1}, "a\x00b"]
+
+
+@pytest.mark.parametrize("path, who, key", [
+    ("/v1/feed", "SCHOOL-A", 1),
+    ("/v1/flags/{flag}/deliveries", "POLICE-A", 1),
+    ("/v1/audit/events", "auditor", 1),
+    ("/v1/children/{child}/disclosures", "auditor", 1),
+    ("/v1/subscriptions", "SCHOOL-A", "a"),
+])
+async def test_a_forged_cursor_is_422_naming_it(client, world, child, session, path, who, key):
+    """Only a key of the type the list is ordered by, and in range, is a cursor we issued."""
+    flag = await publish(client, world)
+    url = path.format(flag=flag["id"], child=child)
+    wrong_type = "x" if isinstance(key, int) else 5
+    for value in [*FORGED_CURSORS, wrong_type]:
+        r = await client.get(url, params={"cursor": encode_cursor(value)},
+                             headers=world.auth(who))
+        assert r.status_code == 422, (value, r.text)
+        assert [e["field"] for e in r.json()["errors"]] == ["cursor"], value
+    r = await client.get(url, params={"cursor": encode_cursor(key)}, headers=world.auth(who))
+    assert r.status_code == 200, r.text
 
 
 async def test_feed_long_poll_waits_then_returns_empty(client, world, session):

@@ -17,19 +17,13 @@ from api.auth.principal import Principal, require_roles
 from api.deps import SessionDep
 from api.identity.models import Person
 from api.idempotency.service import IdempotencyDep
-from api.pagination import Page, PageDep, PageParams, page_of
-from api.problems import ProblemError, invalid, not_found
+from api.pagination import Page, PageDep, page_of
+from api.problems import ProblemError, not_found
 
 router = APIRouter(tags=["audit"])
 Auditor = Annotated[Principal, Depends(require_roles("auditor", "admin"))]
 CSV = "text/csv"
 JSON_LINES = "application/x-ndjson"
-
-
-def _after(page: PageParams) -> int | None:
-    if page.after is not None and not isinstance(page.after, int):
-        raise invalid("cursor", "not a cursor returned by this service")
-    return page.after
 
 
 def _download(chunks, media_type: str, filename: str) -> StreamingResponse:
@@ -61,7 +55,7 @@ def list_events(
         session.commit()
         events = read.stream(request.app.state.session_factory, upto, filters)
         return _download(read.csv_chunks(events), f"{CSV}; charset=utf-8", "audit-events.csv")
-    rows = read.page(session, filters, _after(page), page.limit)
+    rows = read.page(session, filters, page.after_as(int), page.limit)
     read.record_read(session, principal, "events", filters)
     session.commit()
     return page_of(rows, page, key=lambda e: e["seq"], to_item=lambda e: e)
@@ -128,7 +122,7 @@ def latest(principal: Auditor, session: SessionDep):
 def child_disclosures(child_id: str, principal: Auditor, session: SessionDep, page: PageDep):
     if session.get(Person, child_id) is None:
         raise not_found("child")
-    rows = disclosures.page(session, child_id, _after(page), page.limit)
+    rows = disclosures.page(session, child_id, page.after_as(int), page.limit)
     read.record_read(session, principal, "disclosures", read.EventFilter(child_id=child_id))
     session.commit()
     return page_of(rows, page, key=lambda e: e["seq"], to_item=lambda e: e)

@@ -18,7 +18,7 @@ from api.forwarding.schemas import (
 )
 from api.idempotency.service import IdempotencyDep
 from api.pagination import Page, PageDep, decode_cursor, encode_cursor, page_of
-from api.problems import invalid, not_found
+from api.problems import not_found
 
 router = APIRouter(prefix="/v1", tags=["forwarding"])
 MAX_WAIT_SECONDS = 30
@@ -51,8 +51,8 @@ def create_subscription(body: SubscriptionCreate, agency: CallingAgency, session
             summary="The calling agency's subscriptions")
 def list_subscriptions(agency: CallingAgency, session: SessionDep, page: PageDep):
     q = select(Subscription).where(Subscription.agency_id == agency.id).order_by(Subscription.id)
-    if page.after is not None:
-        q = q.where(Subscription.id > page.after)
+    if (after := page.after_as(str)) is not None:
+        q = q.where(Subscription.id > after)
     rows = session.exec(q.limit(page.limit + 1)).all()
     return page_of(rows, page, key=lambda s: s.id, to_item=_sub_out)
 
@@ -79,7 +79,7 @@ async def feed(
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
     wait: Annotated[float, Query(ge=0, le=MAX_WAIT_SECONDS)] = 0,
 ):
-    after = _feed_position(cursor)
+    after = decode_cursor(cursor, int) if cursor else 0
     agency_id = agency.id
     await run_in_threadpool(session.rollback)  # hold no transaction while waiting
     deadline = time.monotonic() + wait
@@ -97,15 +97,6 @@ async def feed(
     next_cursor = encode_cursor(items[-1]["seq"]) if items else cursor
     return {"items": [{"delivery_id": i["delivery_id"], "event": i["event"]} for i in items],
             "next_cursor": next_cursor}
-
-
-def _feed_position(cursor: str | None) -> int:
-    if not cursor:
-        return 0
-    value = decode_cursor(cursor)
-    if not isinstance(value, int):
-        raise invalid("cursor", "not a feed cursor returned by this service")
-    return value
 
 
 @router.post("/deliveries/{delivery_id}/ack", response_model=AckOut,
@@ -129,8 +120,8 @@ def flag_deliveries(flag_id: str, agency: CallingAgency, session: SessionDep, pa
          .outerjoin(Disclosure, Disclosure.id == Delivery.disclosure_id)
          .where(Delivery.flag_id == flag_id, Delivery.event_type.in_(service.FLAG_EVENTS))
          .order_by(Delivery.seq))
-    if page.after is not None:
-        q = q.where(Delivery.seq > page.after)
+    if (after := page.after_as(int)) is not None:
+        q = q.where(Delivery.seq > after)
     rows = session.exec(q.limit(page.limit + 1)).all()
     return page_of(rows, page, key=lambda r: r[0].seq, to_item=lambda r: DeliveryStatus(
         delivery_id=r[0].id, recipient=r[0].recipient_id, event_type=r[0].event_type,

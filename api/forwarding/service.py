@@ -8,8 +8,8 @@ import uuid
 from collections.abc import Iterable
 from datetime import datetime
 
-from sqlalchemy import bindparam
-from sqlmodel import Session, select
+from sqlalchemy import bindparam, func, text
+from sqlmodel import Session, or_, select
 
 from api.agencies.models import Agency
 from api.agencies.service import check_area
@@ -62,8 +62,55 @@ def unsubscribe(session: Session, agency: Agency, subscription_id: str) -> None:
     sub = session.get(Subscription, subscription_id)
     if sub is None or sub.agency_id != agency.id or not sub.active:
         raise not_found("subscription")
-    sub.active, sub.disabled_reason = False, "deleted by the agency"
-    session.add(sub)
+    end_subscriptions(session, [sub], "deleted by the agency")
+
+
+def end_subscriptions(session: Session, subs: list[Subscription], reason: str) -> None:
+    """Nothing more is sent to these; what they still had queued moves to the feed."""
+    for sub in sorted(subs, key=lambda s: s.id):  # one order: two enders never deadlock
+        if sub.active:
+            sub.active, sub.disabled_reason = False, reason
+            session.add(sub)
+    move_to_feed(session, [sub.id for sub in subs])
+
+
+def move_to_feed(session: Session, subscription_ids: list[str] | None = None) -> None:
+    """Move the queued webhook items of ended subscriptions (these, or any) to their
+    agencies' feeds.
+
+    Each takes a fresh `seq` in commit order, as a new outbox row would: the feed pages by
+    `seq`, and an agency whose cursor is already past the old one would never see it. It
+    keeps its delivery id (the webhook-id a receiver may have seen, which acks name) and its
+    event, so it is the same delivery, not a second one. An item a worker is sending (leased)
+    or another transaction holds is left: its worker settles it, and the worker's sweep moves
+    it later if it is still queued.
+    """
+    query = (select(Delivery).join(Subscription, Subscription.id == Delivery.subscription_id)
+             .where(Subscription.active.is_(False), Delivery.status == "queued",
+                    Delivery.mode == "webhook",
+                    or_(Delivery.lease_until.is_(None), Delivery.lease_until < utcnow()))
+             .order_by(Delivery.seq).with_for_update(skip_locked=True, of=Delivery))
+    if subscription_ids is not None:
+        query = query.where(Delivery.subscription_id.in_(subscription_ids))
+    moving = session.exec(query).all()
+    if not moving:
+        return
+    audit.lock_chain(session)  # held to commit, as for the outbox's inserts: commit order
+    for delivery, seq in zip(moving, _fresh_seqs(session, len(moving)), strict=True):
+        delivery.seq, delivery.mode, delivery.subscription_id = seq, "feed", None
+        delivery.lease_until = None
+        session.add(delivery)
+    session.flush()
+
+
+def _fresh_seqs(session: Session, n: int) -> list[int]:
+    """`n` outbox positions after every one taken so far, ascending; under the chain lock."""
+    if session.get_bind().dialect.name == "postgresql":
+        return sorted(session.execute(
+            text("SELECT nextval(pg_get_serial_sequence('delivery', 'seq')) "
+                 "FROM generate_series(1, :n)"), {"n": n}).scalars())
+    top = session.exec(select(func.max(Delivery.seq))).one()
+    return list(range(top + 1, top + 1 + n))
 
 
 def enqueue(
@@ -172,7 +219,13 @@ def record_handover(session: Session, delivery: Delivery, channel: str) -> None:
 
 
 def acknowledge(session: Session, agency: Agency, delivery_id: str, body: AckCreate) -> Delivery:
-    delivery = session.exec(select(Delivery).where(Delivery.id == delivery_id)).first()
+    """Record the recipient's acknowledgement; tell the publisher only what is news.
+
+    The delivery is read locked and afresh: of identical acknowledgements at once, the first
+    is news and the others must see it (PostgreSQL; SQLite serialises writers already)."""
+    delivery = session.exec(select(Delivery).where(Delivery.id == delivery_id)
+                            .with_for_update()
+                            .execution_options(populate_existing=True)).first()
     if delivery is None or delivery.recipient_id != agency.id:
         raise not_found("delivery")
     if delivery.ack_status == "actioned" and body.status == "received":

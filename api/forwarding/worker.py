@@ -20,7 +20,9 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 import httpx
-from sqlalchemy import update
+from sqlalchemy import ColumnElement, Float, case, update
+from sqlalchemy.ext.compiler import compiles
+from sqlalchemy.sql.functions import FunctionElement
 from sqlmodel import Session, or_, select
 from standardwebhooks.webhooks import Webhook
 
@@ -47,7 +49,6 @@ SWEEP_EVERY_SECONDS = 30.0  # deadlines are whole working days; a sweep is cheap
 
 @dataclass(frozen=True)
 class Claimed:
-    seq: int
     delivery_id: str
     url: str
     secret: str
@@ -110,6 +111,7 @@ class DeliveryWorker:
         self.escalate()
         self.checkpointer.run_once()  # signs the audit chain head when due
         if time.monotonic() >= self._next_sweep:
+            self.move_stragglers()
             if self.policy is not None:
                 sweep_overdue(self.session_factory, self.policy)
             forget_refilled_failures(self.session_factory, self.settings)
@@ -133,7 +135,7 @@ class DeliveryWorker:
                 select(Delivery, Subscription)
                 .join(Subscription, Subscription.id == Delivery.subscription_id)
                 .where(Delivery.status == "queued", Delivery.mode == "webhook",
-                       Delivery.next_attempt_at <= now,
+                       Subscription.active.is_(True), Delivery.next_attempt_at <= now,
                        or_(Delivery.lease_until.is_(None), Delivery.lease_until < now))
                 .order_by(Delivery.seq).limit(limit)
                 .with_for_update(skip_locked=True, of=Delivery)
@@ -142,7 +144,7 @@ class DeliveryWorker:
             for delivery, sub in rows:
                 delivery.lease_until = now + timedelta(seconds=self.settings.worker_lease_seconds)
                 session.add(delivery)
-                claimed.append(Claimed(delivery.seq, delivery.id, sub.url,
+                claimed.append(Claimed(delivery.id, sub.url,
                                        unseal(sub.secret, self._passphrase),
                                        serialise(delivery.payload)))
             session.commit()
@@ -170,22 +172,39 @@ class DeliveryWorker:
                        parse_retry_after(resp.headers.get("retry-after"), now))
 
     def settle(self, results: list[tuple[Claimed, Outcome]]) -> None:
-        """Record a batch's outcomes in one transaction (one chain lock, one commit)."""
+        """Record a batch's outcomes in one transaction (one chain lock, one commit).
+
+        Deliveries are found by id: one moved to the feed meanwhile keeps its id, not its
+        `seq`. Subscriptions that answered 410 end last, once every row here is settled."""
         now = utcnow()
         with self.session_factory() as session:
+            rows = {d.id: d for d in session.exec(
+                select(Delivery).where(Delivery.id.in_([item.delivery_id for item, _ in results]))
+                .order_by(Delivery.seq).with_for_update())}
+            gone = set()
             for item, outcome in results:
-                self._settle_one(session, session.get(Delivery, item.seq), outcome, now)
+                if sub_id := self._settle_one(session, rows[item.delivery_id], outcome, now):
+                    gone.add(sub_id)
+            if gone:
+                service.end_subscriptions(
+                    session, [session.get(Subscription, sub_id) for sub_id in gone],
+                    "the receiver answered 410 Gone")
             session.commit()
 
     def _settle_one(self, session: Session, delivery: Delivery, outcome: Outcome,
-                    now: datetime) -> None:
+                    now: datetime) -> str | None:
+        """Returns the delivery's subscription if the receiver answered 410 Gone."""
         delivery.lease_until = None
         delivery.attempts += 1
+        gone = None
         if outcome.status_code is not None and 200 <= outcome.status_code < 300:
             delivery.status, delivery.delivered_at, delivery.last_error = "delivered", now, None
             service.record_handover(session, delivery, "webhook")
+        elif delivery.mode == "feed":  # its subscription ended while it was sent: the feed has it
+            delivery.last_error = outcome.error
         elif outcome.status_code == 410:
-            self._gone(session, delivery)
+            gone = delivery.subscription_id
+            delivery.last_error = "HTTP 410: subscription disabled; available in the feed"
         elif delivery.attempts >= self.settings.webhook_max_attempts:
             delivery.status, delivery.last_error = "dead", outcome.error
             if delivery.event_type in service.FLAG_EVENTS:
@@ -196,28 +215,28 @@ class DeliveryWorker:
             delivery.next_attempt_at = now + timedelta(seconds=wait)
             delivery.last_error = outcome.error
         session.add(delivery)
+        return gone
 
-    @staticmethod
-    def _gone(session: Session, delivery: Delivery) -> None:
-        """410: the receiver asks to stop. Disable the subscription; its items move to the feed."""
-        sub = session.get(Subscription, delivery.subscription_id)
-        sub.active, sub.disabled_reason = False, "the receiver answered 410 Gone"
-        session.add(sub)
-        session.exec(update(Delivery)
-                     .where(Delivery.subscription_id == sub.id, Delivery.status == "queued")
-                     .values(mode="feed", subscription_id=None, lease_until=None))
-        delivery.mode, delivery.subscription_id = "feed", None
-        delivery.last_error = "HTTP 410: subscription disabled; available in the feed"
+    def move_stragglers(self) -> None:
+        """Items of ended subscriptions that were in flight, or held, as they ended; and any
+        left by a worker that died mid-send: the claim skips them, so they move to the feed."""
+        with self.session_factory() as session:
+            service.move_to_feed(session)
+            session.commit()
 
     # --- escalation -----------------------------------------------------------------------
 
     def escalate(self) -> int:
-        """`delivery.unacknowledged` once per elapsed window, even with several workers."""
+        """`delivery.unacknowledged` once per elapsed window, even with several workers.
+
+        Only deliveries whose current window has not been chased are read: those already
+        chased must not fill the batch and hide later ones."""
         now = utcnow()
         with self.session_factory() as session:
             due = session.exec(select(Delivery).where(
                 Delivery.ack_status.is_(None), Delivery.acknowledge_by <= now,
-                Delivery.status != "dead", Delivery.event_type.in_(service.FLAG_EVENTS))
+                Delivery.status != "dead", Delivery.event_type.in_(service.FLAG_EVENTS),
+                _next_window_starts() <= now.timestamp())
                 .order_by(Delivery.seq).limit(200)).all()
             candidates = [(d.seq, d.escalations_sent, windows_elapsed(d, now)) for d in due]
         sent = 0
@@ -239,10 +258,40 @@ class DeliveryWorker:
         return sent
 
 
+MIN_WINDOW_SECONDS = 60.0
+
+
 def windows_elapsed(delivery: Delivery, now: datetime) -> int:
     """How many acknowledgement windows have passed since the deadline, counting the first."""
-    window = max((delivery.acknowledge_by - delivery.created_at).total_seconds(), 60.0)
+    window = max((delivery.acknowledge_by - delivery.created_at).total_seconds(),
+                 MIN_WINDOW_SECONDS)
     return 1 + int((now - delivery.acknowledge_by).total_seconds() // window)
+
+
+def _next_window_starts() -> ColumnElement[float]:
+    """In SQL, as seconds since 1970: when the window after those already chased begins (the
+    deadline itself before the first); `windows_elapsed` exceeds `escalations_sent` from then."""
+    deadline = _epoch(Delivery.acknowledge_by)
+    window = deadline - _epoch(Delivery.created_at)
+    window = case((window > MIN_WINDOW_SECONDS, window), else_=MIN_WINDOW_SECONDS)
+    return deadline + Delivery.escalations_sent * window
+
+
+class _epoch(FunctionElement):
+    """A timestamp column as seconds since 1970 (UTC), on either database."""
+
+    type = Float()
+    inherit_cache = True
+
+
+@compiles(_epoch, "postgresql")
+def _epoch_postgresql(element, compiler, **kw) -> str:
+    return f"EXTRACT(EPOCH FROM {compiler.process(element.clauses, **kw)})"
+
+
+@compiles(_epoch, "sqlite")
+def _epoch_sqlite(element, compiler, **kw) -> str:  # stored as UTC text
+    return f"((julianday({compiler.process(element.clauses, **kw)}) - 2440587.5) * 86400.0)"
 
 
 def alert_unacknowledged(session: Session, delivery: Delivery, reason: str) -> None:
