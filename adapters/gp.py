@@ -110,6 +110,7 @@ def _flag(resource: dict, patients: dict[str, dict], table: dict) -> list[Part]:
                                     "adapters/mappings/gp.yaml if it is a safeguarding flag"))
     start = _day(flag.period.start if flag.period else None, "Flag.period.start", errors)
     end = _day(flag.period.end if flag.period else None, "Flag.period.end", errors)
+    _ordered(start, end, "Flag.period.end", errors)
     if errors:
         raise RecordError(errors)
     note = f" The practice's note: {flag.code.text.strip()}" if flag.code.text else ""
@@ -137,6 +138,7 @@ def _registration(resource: dict, patients: dict[str, dict]) -> list[Part]:
                errors)
     if start is None and not any(f == "EpisodeOfCare.period.start" for f, _ in errors):
         errors.append(("EpisodeOfCare.period.start", "missing: when the registration began"))
+    _ordered(start, end, "EpisodeOfCare.period.end", errors)
     if errors:
         raise RecordError(errors)
     body = compact({"subject": subject, "kind": "registered_gp", "start": start, "end": end})
@@ -232,6 +234,14 @@ def _day(value, field: str, errors: list[tuple[str, str]]) -> date | None:
         return value
     errors.append((field, f"{value!r} is not a full date"))
     return None
+
+
+def _ordered(start: date | None, end: date | None, field: str,
+             errors: list[tuple[str, str]]) -> None:
+    """Checked before anything is sent: a flag's end goes in the PATCH that closes it, after
+    the flag is published, where a refusal would leave the flag active."""
+    if start and end and end < start:
+        errors.append((field, "is before the start date"))
 
 
 def _version(resource) -> str:

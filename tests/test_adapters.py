@@ -304,6 +304,26 @@ def test_gp_invalid_fhir_status_and_errors_in_error():
     assert "not a patient" in errors_of(gp.map_resource, location)["Flag.subject"]
 
 
+def test_gp_periods_out_of_order_are_rejected_before_anything_is_sent():
+    """Sent as they were, an inactive flag would be published, then its closing PATCH
+    refused: the record reported rejected while an active flag stayed shared."""
+    flag = {"resourceType": "Flag", "id": "wnb-42", "status": "inactive",
+            "code": {"coding": [{"system": "https://gp-system.example/CodeSystem/"
+                                 "safeguarding-flag", "code": "WNB"}]},
+            "subject": {"identifier": {"system": gp.NHS_SYSTEM, "value": "9990010005"}},
+            "period": {"start": "2024-05-01", "end": "2024-04-01"}}
+    assert errors_of(gp.map_resource, flag) == {"Flag.period.end": "is before the start date"}
+    (end_only,) = gp.map_resource({**flag, "period": {"end": "2024-04-01"}})
+    assert end_only.close == {"status": "inactive", "period": {"end": "2024-04-01"}}
+    (closed,) = gp.map_resource({**flag, "period": {"start": "2024-04-01", "end": "2024-04-01"}})
+    assert closed.close == {"status": "inactive", "period": {"end": "2024-04-01"}}
+    registration = {"resourceType": "EpisodeOfCare", "id": "reg-1", "status": "finished",
+                    "patient": {"identifier": {"system": gp.NHS_SYSTEM, "value": "9990010005"}},
+                    "period": {"start": "2024-05-01", "end": "2024-04-01"}}
+    assert errors_of(gp.map_resource, registration) == {
+        "EpisodeOfCare.period.end": "is before the start date"}
+
+
 def test_gp_file_that_is_not_fhir_is_a_file_error(tmp_path):
     path = tmp_path / "x.json"
     path.write_text('{"hello": "world"}')

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 import pytest
 from sqlmodel import func, select
 
 from api.audit.models import AuditEvent
+from api.db import utcnow
 from api.flags.models import Disclosure, Flag, FlagVersion, SharingDecision
 from api.identity.models import Person, PersonLink
+from api.transfers.working_days import england_date
 from tests.factories import NHS, flag_body, relationship_body
 
 
@@ -163,6 +167,7 @@ async def test_policy_refusals_for_purpose_and_lawful_basis(client, world, sessi
     ({"purpose": "curiosity"}, "purpose"),
     ({"lawful_basis": {"article6": "public task"}}, "lawful_basis.article6"),
     ({"occurred_at": "2026-01-01T10:00:00"}, "occurred_at"),
+    ({"occurred_at": "2999-01-01T10:00:00+00:00"}, "occurred_at"),
     ({"period": {"start": "2026-02-01", "end": "2026-01-01"}}, "period.end"),
     ({"related_people": [{"role": "uncle", "family_name": "X"}]}, "related_people.0.role"),
     ({"related_people": [{"role": "parent", "nhs_number": NHS[2]},
@@ -175,6 +180,16 @@ async def test_invalid_flags_are_422_naming_the_field(client, world, session, ov
     assert r.headers["content-type"].startswith("application/problem+json")
     assert field in [e["field"] for e in r.json()["errors"]]
     assert count(session, Flag) == 0 and count(session, Person) == 0
+
+
+async def test_occurred_at_may_be_a_clock_skew_ahead_and_no_more(client, world, session):
+    soon = await publish(client, world, occurred_at=(utcnow() + timedelta(minutes=1)).isoformat())
+    assert soon.status_code == 201, soon.text
+    later = await publish(client, world,
+                          occurred_at=(utcnow() + timedelta(minutes=10)).isoformat())
+    assert later.status_code == 422
+    assert [e["field"] for e in later.json()["errors"]] == ["occurred_at"]
+    assert "future" in later.json()["detail"]
 
 
 async def test_missing_summary_is_422(client, world, session):
@@ -247,6 +262,16 @@ async def test_mash_reads_with_a_purpose_in_its_own_area_only(client, world, ses
     assert other.status_code == 404
 
 
+async def test_a_flag_out_of_scope_answers_as_a_missing_one(client, world):
+    flag_id = (await publish(client, world)).json()["id"]  # Birmingham's, Sandwell's MASH asks
+    for params in ({}, {"purpose": "mash_triage", "reason": "curious"}):
+        seen = await client.get(f"/v1/flags/{flag_id}", headers=world.auth("mash.b"),
+                                params=params)
+        missing = await client.get("/v1/flags/00000000-0000-0000-0000-000000000000",
+                                   headers=world.auth("mash.b"), params=params)
+        assert (seen.status_code, seen.json()) == (404, missing.json()), params
+
+
 @pytest.mark.parametrize("who", ["auditor", "admin"])
 async def test_auditors_and_admins_cannot_read_flag_content(client, world, who):
     flag_id = (await publish(client, world)).json()["id"]
@@ -257,7 +282,7 @@ async def test_auditors_and_admins_cannot_read_flag_content(client, world, who):
 # --- amending -----------------------------------------------------------------------------
 
 async def test_patch_makes_a_new_version_and_keeps_the_old(client, world, known_child, session):
-    flag_id = (await publish(client, world)).json()["id"]
+    flag_id = (await publish(client, world, occurred_at="2026-11-19T21:40:00+00:00")).json()["id"]
     r = await client.patch(f"/v1/flags/{flag_id}", headers=world.auth("POLICE-A"), json={
         "summary": "Correction: the incident was at the grandparents' home; Amelia was present "
                    "and was frightened.", "period": {"end": "2026-11-20"}})
@@ -306,6 +331,42 @@ async def test_only_the_publisher_may_patch(client, world, known_child, session)
     assert count(session, FlagVersion) == 1
 
 
+async def test_a_period_never_ends_before_it_starts(client, world, known_child, session):
+    """A PATCH gives only the end. A flag published without a period is taken to start on the
+    day it was published, unless the end is earlier (closed in the publisher's own record
+    before it reached flagshare): then on its end. A start the publisher gave is theirs: an
+    end before it is refused. Stored the other way round, no read could show the flag."""
+    today = england_date(utcnow()).isoformat()
+    for end, period in ((today, {"start": today, "end": today}),
+                        ("2020-01-01", {"start": "2020-01-01", "end": "2020-01-01"})):
+        flag_id = (await publish(client, world)).json()["id"]
+        r = await client.patch(f"/v1/flags/{flag_id}", headers=world.auth("POLICE-A"),
+                               json={"period": {"end": end}})
+        assert r.status_code == 200, r.text
+        mine = await client.get(f"/v1/flags/{flag_id}", headers=world.auth("POLICE-A"))
+        assert mine.json()["period"] == period
+    view = await client.get(f"/v1/children/{known_child}", headers=world.auth("mash.a"),
+                            params={"purpose": "mash_triage", "reason": "Referral"})
+    assert view.status_code == 200, view.text
+    planned = (await publish(client, world, period={"start": "2026-02-01"})).json()["id"]
+    r = await client.patch(f"/v1/flags/{planned}", headers=world.auth("POLICE-A"),
+                           json={"period": {"end": "2026-01-31"}})
+    assert r.status_code == 422
+    assert [e["field"] for e in r.json()["errors"]] == ["period.end"]
+
+
+async def test_a_period_given_an_end_starts_when_what_was_flagged_happened(client, world):
+    flag_id = (await publish(client, world, occurred_at="2026-11-21T22:40:00+00:00")).json()["id"]
+    r = await client.patch(f"/v1/flags/{flag_id}", headers=world.auth("POLICE-A"),
+                           json={"period": {"end": "2026-11-30"}})
+    assert r.status_code == 200, r.text
+    seen = await client.get(f"/v1/flags/{flag_id}", headers=world.auth("CSC-A"))
+    assert seen.json()["period"] == {"start": "2026-11-21", "end": "2026-11-30"}
+    r = await client.patch(f"/v1/flags/{flag_id}", headers=world.auth("POLICE-A"),
+                           json={"period": {"end": "2026-11-20"}})
+    assert r.status_code == 422 and r.json()["errors"][0]["field"] == "period.end"
+
+
 # --- decisions ----------------------------------------------------------------------------
 
 async def test_decision_to_share_further_discloses_and_is_recorded(client, world, known_child,
@@ -321,6 +382,29 @@ async def test_decision_to_share_further_discloses_and_is_recorded(client, world
     seen = await client.get(f"/v1/flags/{flag_id}", headers=world.auth("HOUSING-A"))
     assert seen.status_code == 200 and "details" not in seen.json()
     assert count(session, SharingDecision) == 1
+
+
+async def test_only_the_publisher_social_care_and_the_mash_share_a_flag_further(
+        client, world, known_child, session):
+    """A recipient passing a flag on would let it travel hop by hop where neither its publisher
+    nor the policy sent it: another area's police, then a housing provider."""
+    flag_id = (await publish(client, world)).json()["id"]  # the GP receives it
+    share = {"decision": "share", "recipient": "POLICE-B", "reason": "They may know the family."}
+    r = await client.post(f"/v1/flags/{flag_id}/decisions", headers=world.auth("GP-A"),
+                          json=share)
+    assert r.status_code == 403, r.text
+    assert (await client.get(f"/v1/flags/{flag_id}",
+                             headers=world.auth("POLICE-B"))).status_code == 404
+    assert count(session, SharingDecision) == 0
+    keep = {"decision": "not_share", "recipient": "HOUSING-A", "reason": "Not for housing yet."}
+    assert (await client.post(f"/v1/flags/{flag_id}/decisions", headers=world.auth("GP-A"),
+                              json=keep)).status_code == 201  # a recipient may still record it
+    for who in ("POLICE-A", "CSC-A", "mash.a"):  # publisher, social care, MASH
+        r = await client.post(f"/v1/flags/{flag_id}/decisions", headers=world.auth(who),
+                              json=share)
+        assert r.status_code == 201, (who, r.text)
+    assert (await client.get(f"/v1/flags/{flag_id}",
+                             headers=world.auth("POLICE-B"))).status_code == 200
 
 
 async def test_decision_not_to_share_and_its_validation(client, world, known_child, session):

@@ -270,6 +270,22 @@ async def test_a_sibling_flagged_by_a_school_reaches_the_plan_owner(client, worl
     assert "found by police" not in str(sent[0].payload)
 
 
+@pytest.mark.parametrize("path,body", [
+    ("/v1/household-members", {"subject": {"nhs_number": NHS[0]}, "people": [
+        {"role": "household_member", "nhs_number": ADULT_NHS},
+        {"role": "parent", "nhs_number": NHS[0]}]}),
+    ("/v1/flags", flag_body(related_people=[
+        {"role": "household_member", "nhs_number": ADULT_NHS},
+        {"role": "alleged_perpetrator", "nhs_number": NHS[0]}])),
+])
+async def test_a_child_is_never_named_as_its_own_relative(client, world, session, path, body):
+    field = "people" if "people" in body else "related_people"
+    r = await client.post(path, headers=world.auth("POLICE-A"), json=body)
+    assert r.status_code == 422, r.text
+    assert [e["field"] for e in r.json()["errors"]] == [f"{field}.1.nhs_number"]
+    assert session.exec(select(PersonLink)).all() == []
+
+
 async def test_siblings_through_a_household_member_and_named_siblings(client, world, session):
     plan = await plan_for(client, world, {"nhs_number": NHS[0]}, category="looked_after_child")
     # The plan child's household includes an adult who also lives with another child.

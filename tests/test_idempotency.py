@@ -1,6 +1,10 @@
+import pytest
+from sqlalchemy.orm import make_transient
 from sqlmodel import func, select
 
-from api.flags.models import Flag
+from api.flags.models import Flag, FlagVersion
+from api.idempotency.service import Idempotency
+from api.problems import ProblemError
 from tests.factories import flag_body
 
 
@@ -56,3 +60,19 @@ async def test_without_a_key_each_post_is_new(client, world, session):
     await client.post("/v1/flags", json=flag_body(), headers=world.auth("POLICE-A"))
     await client.post("/v1/flags", json=flag_body(), headers=world.auth("POLICE-A"))
     assert session.exec(select(func.count()).select_from(Flag)).one() == 2
+
+
+async def test_a_row_another_request_wrote_first_is_a_409_not_a_500(client, world, session):
+    """What two amendments of one flag at once met before they queued for its lock: both
+    writing the same next version. Whatever still meets another write at commit is a
+    conflict for the caller, not an internal error."""
+    flag = (await client.post("/v1/flags", json=flag_body(),
+                              headers=world.auth("POLICE-A"))).json()
+    version = session.get(FlagVersion, (flag["id"], 1))
+    session.expunge(version)
+    make_transient(version)
+    session.add(version)  # version 1 again
+    with pytest.raises(ProblemError) as caught:
+        Idempotency(session, "POLICE-A", None, "").commit(200, {})
+    assert caught.value.status == 409
+    assert session.exec(select(func.count()).select_from(FlagVersion)).one() == 1

@@ -76,6 +76,7 @@ async def test_create_computes_pickup_due_and_alerts_receiving_area(client, worl
     ("CSC-A", {"to_area": "Sandwell"}, 422, "to_area"),
     ("CSC-A", {"plan": "early_help"}, 422, "plan"),
     ("CSC-A", {"notified_at": "2026-11-20T09:30:00"}, 422, "notified_at"),
+    ("CSC-A", {"notified_at": "2999-11-20T09:30:00+00:00"}, 422, "notified_at"),
     ("CSC-A", {"receiving_agency": "GP-B"}, 422, "receiving_agency"),
     ("POLICE-A", {}, 403, None),
     ("mash.a", {}, 403, None),
@@ -182,6 +183,15 @@ async def test_transfers_are_visible_only_to_the_areas_involved(client, world, s
     session.commit()
     r = await client.get(f"/v1/transfers/{t['id']}", headers=world.auth("MASH-B"))
     assert r.status_code == 200
+
+
+@pytest.mark.parametrize("who", ["GP-B", "SCHOOL-A2", "POLICE-B", "admin"])
+async def test_a_transfer_the_caller_may_not_see_answers_as_a_missing_one(client, world, who):
+    t = (await create(client, world)).json()
+    seen = await client.get(f"/v1/transfers/{t['id']}", headers=world.auth(who))
+    missing = await client.get("/v1/transfers/00000000-0000-0000-0000-000000000000",
+                               headers=world.auth(who))
+    assert (seen.status_code, seen.json()) == (missing.status_code, missing.json())
 
 
 # --- suspected moves ----------------------------------------------------------------------

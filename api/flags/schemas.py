@@ -1,13 +1,30 @@
 from __future__ import annotations
 
-from datetime import date, datetime
-from typing import Literal
+from datetime import date, datetime, timedelta
+from typing import Annotated, Literal
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field, field_validator, model_validator,
+)
 
+from api.db import utcnow
 from api.identity.schemas import RelatedPerson, Subject
 
 Purpose = Literal["safeguarding", "child_protection", "early_help", "care_planning"]
+CLOCK_SKEW = timedelta(minutes=5)
+
+
+def _not_in_future(moment: datetime) -> datetime:
+    """A little ahead of this service's clock is a caller's clock running fast; further is a
+    mistake that would mislead (a transfer notified in 2999 is never overdue)."""
+    if moment > utcnow() + CLOCK_SKEW:
+        raise ValueError("must not be in the future (clocks may differ by "
+                         f"{CLOCK_SKEW.seconds // 60} minutes, no more)")
+    return moment
+
+
+# When something happened, as a caller reports it: with its offset, and not yet to come.
+Happened = Annotated[AwareDatetime, AfterValidator(_not_in_future)]
 
 
 class LawfulBasisIn(BaseModel):
@@ -53,7 +70,7 @@ class FlagCreate(BaseModel):
     summary: str = Field(max_length=1000, description="Plain language: what happened and what "
                          "it means for the child")
     details: str | None = Field(default=None, max_length=20000)
-    occurred_at: AwareDatetime | None = None
+    occurred_at: Happened | None = None
     period: Period | None = None
     purpose: Purpose
     lawful_basis: LawfulBasisIn

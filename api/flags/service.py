@@ -6,7 +6,7 @@ the same transaction as the data it concerns.
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import date, timedelta
 
 from sqlalchemy import bindparam
 from sqlmodel import Session, or_, select
@@ -30,6 +30,7 @@ from api.policy.loader import Policy
 from api.problems import ProblemError, invalid, not_found
 from api.reports import service as reports
 from api.transfers.moves import check_for_move
+from api.transfers.working_days import england_date
 
 PLAN_CATEGORIES = ("child_protection_plan", "child_in_need", "looked_after_child")
 MINIMUM_FIELDS = ["summary"]
@@ -68,7 +69,7 @@ def publish(session: Session, policy: Policy, agency: Agency, body: FlagCreate) 
     )
     session.add(version)
     named = [related.id for related in identity.resolve_related(
-        session, body.related_people, agency.id)]
+        session, body.related_people, agency.id, child, "related_people")]
     for person, person_id in zip(body.related_people, named):
         identity.link_person(session, child.id, person_id, person.role, person.relationship,
                              agency.id, flag.id)
@@ -93,15 +94,16 @@ def amend(session: Session, policy: Policy, agency: Agency, flag_id: str,
     current = _version(session, flag)
     if current.status == "entered_in_error":
         raise ProblemError(409, "This flag was marked entered_in_error; it cannot change again.")
-    if body.period is not None and current.period_start and body.period.end < current.period_start:
-        raise invalid("period.end", "must not be before the period start")
     data = current.model_dump(exclude={"version", "created_at", "created_by", "warnings"})
     if body.status is not None:
         data["status"] = body.status
     if body.period is not None:
-        data["period_end"] = body.period.end
-        if data["period_start"] is None:
-            data["period_start"] = flag.created_at.date()
+        start = current.period_start
+        if start is None:  # published without a period: none can be before its end
+            start = min(_implied_start(flag, current), body.period.end)
+        elif body.period.end < start:
+            raise invalid("period.end", f"must not be before the period start, {start}")
+        data["period_start"], data["period_end"] = start, body.period.end
     warnings = current.warnings
     if body.summary is not None:
         data["summary"] = body.summary
@@ -125,10 +127,10 @@ def amend(session: Session, policy: Policy, agency: Agency, flag_id: str,
 def visible_flag(session: Session, principal: Principal, flag_id: str, *,
                  purpose: str | None = None, reason: str | None = None) -> dict:
     """The flag as this caller may see it, or 404; every read is audited."""
-    flag = session.get(Flag, flag_id)
     if principal.role in ("auditor", "admin"):
         raise ProblemError(403, "Auditors and administrators review the sharing log, not "
                            "flag content.")
+    flag = session.get(Flag, flag_id)
     if flag is None:
         raise not_found("flag")
     version = _version(session, flag)
@@ -142,13 +144,15 @@ def visible_flag(session: Session, principal: Principal, flag_id: str, *,
             raise not_found("flag")
         fields = set(disclosures[-1].fields)
     else:  # mash_practitioner
+        # Scope first: a flag out of scope answers as a missing one does, with or without a
+        # purpose, so that the answer never tells that it exists.
+        if not _mash_in_scope(session, principal, flag):
+            raise not_found("flag")
         if not purpose or not reason:
             raise ProblemError(422, "A MASH practitioner states purpose and reason to read a "
                                "flag.", errors=[{"field": f, "message": "required"}
                                                 for f, v in (("purpose", purpose),
                                                              ("reason", reason)) if not v])
-        if not _mash_in_scope(session, principal, flag):
-            raise not_found("flag")
         fields = set(MASH_FIELDS)
     out = _flag_out(session, flag, version, fields)
     if fields is None:
@@ -277,6 +281,10 @@ def record_decision(session: Session, policy: Policy, principal: Principal, flag
         recipient = session.get(Agency, body.recipient)
         if recipient is None:
             raise invalid("recipient", f"no registered agency {body.recipient}")
+    if body.decision == "share" and not _may_share_further(session, principal, flag):
+        raise ProblemError(403, "Sharing a flag further is decided by its publisher, children's "
+                           "social care or the MASH: ask them, or record a decision not to "
+                           "share.")
     version = _version(session, flag)
     decision = SharingDecision(flag_id=flag.id, decision=body.decision,
                                recipient_id=body.recipient, reason=body.reason,
@@ -440,12 +448,24 @@ def _published(flag, version, decisions, unsent, warnings) -> dict:
 
 
 def _flag_for_update(session, agency, flag_id) -> Flag:
-    flag = session.get(Flag, flag_id)
+    """The flag, locked until commit (PostgreSQL; SQLite serialises writers already), so that
+    concurrent amendments queue and each numbers its version after the one before."""
+    flag = session.get(Flag, flag_id, with_for_update={"key_share": True},
+                       populate_existing=True)
     if flag is None or not _agency_can_see(session, agency.id, flag):
         raise not_found("flag")
     if flag.publisher_id != agency.id:
         raise ProblemError(403, "Only the publishing agency may change a flag.")
     return flag
+
+
+def _implied_start(flag: Flag, version: FlagVersion) -> date:
+    """Where the period of a flag published without one starts, once it is given an end (if
+    that end is not earlier still: a flag closed in the publisher's own record before it
+    reached flagshare, say): the day what it records happened, or the day it was published if
+    that is earlier (or unknown). Days in England, as every deadline here counts them."""
+    published = england_date(flag.created_at)
+    return min(published, england_date(version.occurred_at)) if version.occurred_at else published
 
 
 def _version(session, flag) -> FlagVersion:
@@ -464,6 +484,16 @@ def _can_see(session, principal: Principal, flag: Flag) -> bool:
     if principal.role == "mash_practitioner":
         return _mash_in_scope(session, principal, flag)
     return False
+
+
+def _may_share_further(session, principal: Principal, flag: Flag) -> bool:
+    """Who may pass a flag on beyond what the policy entitles: its publisher, whose
+    information it is; the MASH; and children's social care, which leads the enquiries.
+    Any other recipient passing it on would let information travel where neither its
+    publisher nor the policy sent it, hop by hop."""
+    if principal.role == "mash_practitioner" or principal.agency_id == flag.publisher_id:
+        return True
+    return session.get(Agency, principal.agency_id).kind == "childrens_social_care"
 
 
 def _agency_can_see(session, agency_id: str, flag: Flag) -> bool:

@@ -70,7 +70,8 @@ def record_household(session: Session, policy: Policy, agency: Agency,
     """
     child = resolve_child(session, agency.id, body.subject)
     links = []
-    for named, person in zip(body.people, resolve_related(session, body.people, agency.id)):
+    for named, person in zip(body.people, resolve_related(session, body.people, agency.id,
+                                                          child, "people")):
         existing = session.exec(select(PersonLink).where(
             PersonLink.child_id == child.id, PersonLink.person_id == person.id,
             PersonLink.role == named.role, PersonLink.flag_id.is_(None))).first()

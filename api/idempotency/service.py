@@ -1,8 +1,10 @@
 """`Idempotency-Key` on writes: the same key and body replay the first result; another body is 409.
 
 The record is written in the same transaction as the write it guards, so a crash cannot leave
-one without the other; two racing requests with one key meet at the primary key, and the loser
-replays the winner's result.
+one without the other. Two racing requests with one key take turns: on PostgreSQL a key not
+yet stored is locked until the write commits (SQLite runs one writer at a time anyway), so the
+second finds the first's result and replays it, instead of finding the object already changed
+(a transfer picked up: 409) or meeting it at the primary key.
 """
 
 from __future__ import annotations
@@ -10,10 +12,12 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+import logging
 from typing import Annotated, Any
 
 from fastapi import Depends, Header, Request
 from fastapi.responses import JSONResponse, Response
+from sqlalchemy import text
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session
 
@@ -22,6 +26,11 @@ from api.deps import SessionDep
 from api.encoding import json_ready
 from api.idempotency.models import IdempotencyRecord
 from api.problems import ProblemError
+
+# The first key of PostgreSQL's two-key advisory locks (a space apart from the audit log's
+# one-key lock) for Idempotency-Keys not yet stored; the second is a hash of the key.
+_KEY_LOCKS = 1
+log = logging.getLogger("flagshare")
 
 
 class Idempotency:
@@ -36,6 +45,10 @@ class Idempotency:
         if self.key is None:
             return None
         found = self.session.get(IdempotencyRecord, (self.scope, self.key))
+        if found is None and self.session.get_bind().dialect.name == "postgresql":
+            self.session.exec(text("SELECT pg_advisory_xact_lock(:space, hashtext(:key))")
+                              .bindparams(space=_KEY_LOCKS, key=f"{self.scope}\n{self.key}"))
+            found = self.session.get(IdempotencyRecord, (self.scope, self.key))
         if found is None:
             return None
         if not hmac.compare_digest(found.request_hash, self.request_hash):
@@ -66,7 +79,12 @@ class Idempotency:
             self.session.rollback()
             replayed = self.replay()
             if replayed is None:
-                raise
+                # A row another request wrote first (what the locks in the services should
+                # leave none of): a conflict to the caller, and logged for whoever runs it.
+                log.warning("a write met another at commit; answered 409", exc_info=True)
+                raise ProblemError(409, "Another change to the same record was made at the "
+                                   "same moment; nothing was written. Read it again and retry "
+                                   "if the change is still needed.") from None
             return replayed
         return _response(encoded, status_code)
 

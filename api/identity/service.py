@@ -15,7 +15,7 @@ from api.db import plain_rows, utcnow
 from api.identity.linking import propose_matches
 from api.identity.models import LocalIdentifier, Person, PersonLink, Relationship
 from api.identity.schemas import RelatedPerson, RelationshipCreate, Subject
-from api.problems import ProblemError
+from api.problems import ProblemError, invalid
 from api.transfers.moves import check_for_move
 
 DEMOGRAPHICS = ("given_name", "family_name", "birth_date", "sex", "postcode", "ethnicity",
@@ -79,12 +79,16 @@ def resolve_child(session: Session, agency_id: str, subject: Subject) -> Person:
     return person
 
 
-def resolve_related(session: Session, people: Sequence[RelatedPerson],
-                    agency_id: str) -> list[Person]:
+def resolve_related(session: Session, people: Sequence[RelatedPerson], agency_id: str,
+                    child: Person, field: str) -> list[Person]:
     """The person each entry names, in order: by NHS number when given (those already held are
     read in one query); otherwise a new person, never merged on a name: one that may be a
     person already held is queued as a possible match for the MASH to decide, so that an
-    adult's history can follow them once someone confirms who they are."""
+    adult's history can follow them once someone confirms who they are.
+
+    An entry naming the child itself (its NHS number, here or on a record merged into it) is
+    refused, as `field`.N.nhs_number: the child as its own parent or alleged perpetrator would
+    make it its own sibling and household, and send it its own history."""
     numbers = {p.nhs_number for p in people if p.nhs_number}
     held = {found.nhs_number: current(session, found) for found in session.exec(
         _BY_NHS_NUMBERS, params={"numbers": list(numbers)})} if numbers else {}
@@ -98,6 +102,9 @@ def resolve_related(session: Session, people: Sequence[RelatedPerson],
         else:
             found = Person()
             session.add(found)
+        if found.id == child.id:
+            raise invalid(f"{field}.{len(resolved)}.nhs_number",
+                          "is the NHS number of the child the record is about")
         if _fill_blanks(found, person):
             gained.append(found)
         resolved.append(found)

@@ -3,8 +3,9 @@ from __future__ import annotations
 from datetime import date, datetime
 from typing import Literal
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field
 
+from api.flags.schemas import Happened
 from api.identity.schemas import Subject
 
 AREA_PATTERN = r"^E(06|08|09|10)\d{6}$"
@@ -16,7 +17,7 @@ class TransferCreate(BaseModel):
     subject: Subject
     to_area: str = Field(pattern=AREA_PATTERN)
     plan: Literal["child_protection_plan", "child_in_need", "looked_after_child"]
-    notified_at: AwareDatetime = Field(description="When the receiving area was notified")
+    notified_at: Happened = Field(description="When the receiving area was notified")
     reason: str | None = Field(default=None, max_length=2000)
     receiving_agency: str | None = Field(default=None, max_length=64)
 

@@ -57,7 +57,7 @@ def create(session: Session, policy: Policy, agency: Agency, body: TransferCreat
 
 
 def accept(session: Session, agency: Agency, transfer_id: str) -> Transfer:
-    transfer = _visible_to_agency(session, agency, transfer_id)
+    transfer = _to_close(session, agency, transfer_id)
     if agency.kind != SOCIAL_CARE or agency.area != transfer.to_area:
         raise ProblemError(403, "Only children's social care of the receiving area picks up "
                            "a transfer.")
@@ -74,7 +74,7 @@ def accept(session: Session, agency: Agency, transfer_id: str) -> Transfer:
 
 
 def withdraw(session: Session, agency: Agency, transfer_id: str, body: TransferClose) -> Transfer:
-    transfer = _visible_to_agency(session, agency, transfer_id)
+    transfer = _to_close(session, agency, transfer_id)
     if agency.id != transfer.from_agency_id:
         raise ProblemError(403, "Only the outgoing agency withdraws a transfer.")
     _require_open(transfer)
@@ -86,8 +86,12 @@ def withdraw(session: Session, agency: Agency, transfer_id: str, body: TransferC
 
 
 def get_visible(session: Session, principal: Principal, transfer_id: str) -> Transfer:
+    """The transfer, or 404; a role that sees no transfers is refused before any lookup, so
+    that an existing id and a missing one get the same answer."""
+    areas = None if principal.role == "auditor" else _viewer_areas(session, principal)
     transfer = session.get(Transfer, transfer_id)
-    if transfer is None or not _can_see(session, principal, transfer):
+    if transfer is None or (areas is not None
+                            and not set(areas) & {transfer.from_area, transfer.to_area}):
         raise not_found("transfer")
     return transfer
 
@@ -152,8 +156,10 @@ def moves_query(session: Session, principal: Principal, status: str | None):
 
 
 def dismiss_move(session: Session, principal: Principal, move_id: str, reason: str) -> SuspectedMove:
-    move = session.get(SuspectedMove, move_id)
     areas = _viewer_areas(session, principal)
+    # Locked until commit, as a transfer being closed is: a second dismissal finds it done.
+    move = session.get(SuspectedMove, move_id, with_for_update={"key_share": True},
+                       populate_existing=True)
     if move is None or not {move.plan_area, move.seen_area} & set(areas):
         raise not_found("suspected move")
     if move.status != "open":
@@ -195,10 +201,12 @@ def _receivers(session: Session, transfer: Transfer) -> list[str]:
 
 
 def _link_previous(session: Session, agency: Agency, transfer: Transfer) -> None:
-    """A child moving again before pickup (A→B, then →C): the new transfer links the old."""
+    """A child moving again before pickup (A→B, then →C): the new transfer links the old,
+    locked as `_to_close` locks it, so that a pickup at the same moment is not overwritten."""
     previous = session.exec(select(Transfer).where(
         Transfer.child_id == transfer.child_id, Transfer.status == "awaiting_pickup",
-        Transfer.id != transfer.id).order_by(Transfer.created_at.desc())).first()
+        Transfer.id != transfer.id).order_by(Transfer.created_at.desc())
+        .with_for_update(key_share=True)).first()
     if previous is None:
         return
     transfer.previous_transfer_id = previous.id
@@ -226,8 +234,12 @@ def _require_open(transfer: Transfer) -> None:
         raise ProblemError(409, f"This transfer is already {transfer.status}.")
 
 
-def _visible_to_agency(session: Session, agency: Agency, transfer_id: str) -> Transfer:
-    transfer = session.get(Transfer, transfer_id)
+def _to_close(session: Session, agency: Agency, transfer_id: str) -> Transfer:
+    """The transfer if the agency sees it, locked until commit (PostgreSQL; SQLite serialises
+    writers already): of two requests closing it at once, the second waits, then finds it
+    closed (409) instead of closing it, alerting and auditing a second time."""
+    transfer = session.get(Transfer, transfer_id, with_for_update={"key_share": True},
+                           populate_existing=True)
     if transfer is None or not _agency_sees(agency, transfer):
         raise not_found("transfer")
     return transfer
@@ -236,12 +248,6 @@ def _visible_to_agency(session: Session, agency: Agency, transfer_id: str) -> Tr
 def _agency_sees(agency: Agency, transfer: Transfer) -> bool:
     return agency.kind in (SOCIAL_CARE, "mash") and agency.area in (transfer.from_area,
                                                                     transfer.to_area)
-
-
-def _can_see(session: Session, principal: Principal, transfer: Transfer) -> bool:
-    if principal.role == "auditor":
-        return True
-    return bool(set(_viewer_areas(session, principal)) & {transfer.from_area, transfer.to_area})
 
 
 def _viewer_areas(session: Session, principal: Principal) -> list[str]:
