@@ -20,10 +20,11 @@ import sqlalchemy as sa
 from sqlmodel import Session
 
 from api.db import get_session, make_engine
+from api.forwarding.worker import DeliveryWorker
 from api.main import create_app
 from api.migrate import upgrade
 from api.settings import REPO_ROOT, Settings
-from tests.factories import World, build_world
+from tests.factories import World, build_world, relationship_body
 
 GENEROUS_RATE_LIMITS = {"rate_limit_per_minute": 1_000_000, "rate_limit_burst": 1_000_000,
                         "credential_attempts_per_minute": 1_000_000,
@@ -177,3 +178,19 @@ def policy_dir_copy(tmp_path) -> Path:
     for f in (REPO_ROOT / "policies").iterdir():
         (target / f.name).write_bytes(f.read_bytes())
     return target
+
+
+@pytest.fixture
+async def child(client, world):
+    """A child the school and the GP work with: the forwarding tests' recipients."""
+    for agency, kind in (("GP-A", "registered_gp"), ("SCHOOL-A", "school")):
+        r = await client.post("/v1/relationships", json=relationship_body(kind),
+                              headers=world.auth(agency))
+        assert r.status_code == 201
+    return r.json()["child_id"]
+
+
+@pytest.fixture
+def worker(app, settings):
+    """A delivery worker on the test's session factory, run by hand (`run_once`)."""
+    return DeliveryWorker(app.state.session_factory, settings)

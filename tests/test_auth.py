@@ -891,6 +891,18 @@ def test_an_unreadable_passphrase_file_names_the_setting(tmp_path, content, mess
     assert error["loc"] == ("signing_key_passphrase_file",) and message in error["msg"]
 
 
+def _gp_is_sent_a_police_flag(server, http: httpx.Client, gp: dict, rx: Receiver,
+                              secret: str) -> None:
+    """SEAL-GP, its webhook subscribed, works with the child; SEAL-POLICE flags her: the real
+    worker's webhook reaches the GP signed with `secret`."""
+    assert http.post("/v1/relationships", json=relationship_body("registered_gp"),
+                     headers=gp).status_code == 201
+    assert http.post("/v1/flags", json=flag_body(),
+                     headers=server.token(http, "SEAL-POLICE")).status_code == 201
+    wait_until(lambda: rx.requests, 30, "the GP's webhook")
+    Webhook(secret).verify(rx.requests[0].body, rx.requests[0].headers)
+
+
 def test_serve_and_worker_refuse_to_start_without_the_passphrase_of_a_stored_key(
         private_database_url, tmp_path):
     passphrase = tmp_path / "signing_key_passphrase"
@@ -905,12 +917,7 @@ def test_serve_and_worker_refuse_to_start_without_the_passphrase_of_a_stored_key
             # The embedded worker opens the sealed webhook secret to sign with it.
             sub = http.post("/v1/subscriptions", headers=gp,
                             json={"delivery": {"mode": "webhook", "url": rx.url}}).json()
-            assert http.post("/v1/relationships", json=relationship_body("registered_gp"),
-                             headers=gp).status_code == 201
-            assert http.post("/v1/flags", json=flag_body(),
-                             headers=server.token(http, "SEAL-POLICE")).status_code == 201
-            wait_until(lambda: rx.requests, 30, "the GP's webhook")
-            Webhook(sub["secret"]).verify(rx.requests[0].body, rx.requests[0].headers)
+            _gp_is_sent_a_police_flag(server, http, gp, rx, sub["secret"])
         env = {k: v for k, v in server.env.items()
                if k != "FLAGSHARE_SIGNING_KEY_PASSPHRASE_FILE"}
     engine = make_engine(private_database_url)
@@ -1015,12 +1022,7 @@ def test_changing_the_passphrase_is_all_or_nothing_and_the_service_runs_on_the_n
                     httpx.Client(base_url=server.url, timeout=30) as http:
                 server.secrets = secrets
                 assert http.get(PROTECTED, headers=gp).status_code == 200  # the same key
-                assert http.post("/v1/relationships", json=relationship_body("registered_gp"),
-                                 headers=gp).status_code == 201
-                assert http.post("/v1/flags", json=flag_body(),
-                                 headers=server.token(http, "SEAL-POLICE")).status_code == 201
-                wait_until(lambda: rx.requests, 30, "the GP's webhook")
-            Webhook(sub["secret"]).verify(rx.requests[0].body, rx.requests[0].headers)
+                _gp_is_sent_a_police_flag(server, http, gp, rx, sub["secret"])
         with Session(engine) as s:
             assert s.exec(select(AuditEvent.outcome).where(
                 AuditEvent.action == "keys.passphrase")).all() == ["changed"]

@@ -20,22 +20,10 @@ from api.forwarding.sealing import SEALED, SealedSecretError, seal_stored_secret
 from api.forwarding.targets import TargetRefused, check_url
 from api.forwarding.worker import DeliveryWorker, parse_retry_after
 from api.pagination import encode_cursor
-from tests.factories import NHS, flag_body, relationship_body, with_passphrase
+from tests.factories import NHS, flag_body, with_passphrase
 from tests.receiver import Receiver
 
 
-@pytest.fixture
-async def child(client, world):
-    for agency, kind in (("GP-A", "registered_gp"), ("SCHOOL-A", "school")):
-        r = await client.post("/v1/relationships", json=relationship_body(kind),
-                              headers=world.auth(agency))
-        assert r.status_code == 201
-    return r.json()["child_id"]
-
-
-@pytest.fixture
-def worker(app, settings):
-    return DeliveryWorker(app.state.session_factory, settings)
 
 
 async def subscribe(client, world, who, delivery, **extra):

@@ -9,17 +9,15 @@ import threading
 from datetime import timedelta
 
 import httpx
-import pytest
 from sqlalchemy import func, update
 from sqlmodel import Session, select
 
 from api.audit import service as audit_service
 from api.db import make_engine, utcnow
 from api.forwarding.models import Delivery
-from api.forwarding.worker import DeliveryWorker
 from api.main import create_app
 from api.migrate import upgrade
-from tests.factories import build_world, flag_body, relationship_body
+from tests.factories import build_world, flag_body
 from tests.receiver import Receiver
 from tests.test_forwarding import acknowledged, feed, make_due, publish, subscribe
 
@@ -27,19 +25,6 @@ MISSING = ("Amelia was reported missing from home for six hours overnight and wa
            "police at a stranger's flat.")
 
 
-@pytest.fixture
-async def child(client, world):
-    """A child the school and the GP work with (as in test_forwarding)."""
-    for agency, kind in (("GP-A", "registered_gp"), ("SCHOOL-A", "school")):
-        r = await client.post("/v1/relationships", json=relationship_body(kind),
-                              headers=world.auth(agency))
-        assert r.status_code == 201
-    return r.json()["child_id"]
-
-
-@pytest.fixture
-def worker(app, settings):
-    return DeliveryWorker(app.state.session_factory, settings)
 
 
 def flag_ids(items: list[dict]) -> list[str]:
