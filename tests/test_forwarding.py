@@ -184,6 +184,8 @@ async def test_subscription_cannot_widen_the_policy(client, world, child, sessio
     ({"delivery": {"mode": "pigeon"}}, "delivery"),
     ({"delivery": {"mode": "feed"}, "categories": ["weather"]}, "categories.0"),
     ({"delivery": {"mode": "feed"}, "areas": ["E06999999"]}, "areas.0"),
+    ({"delivery": {"mode": "feed"}, "categories": []}, "categories"),  # would select nothing
+    ({"delivery": {"mode": "feed"}, "areas": []}, "areas"),
 ])
 async def test_bad_subscriptions_are_422(client, world, session, body, field):
     r = await client.post("/v1/subscriptions", json=body, headers=world.auth("SCHOOL-A"))

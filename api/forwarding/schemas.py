@@ -41,10 +41,11 @@ class FeedDelivery(BaseModel):
 class SubscriptionCreate(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
+    # An empty list would select nothing: leave it out to select every one.
     categories: list[Annotated[str, StringConstraints(max_length=64)]] | None = Field(
-        default=None, max_length=100)
+        default=None, min_length=1, max_length=100)
     areas: list[Annotated[str, StringConstraints(max_length=64)]] | None = Field(
-        default=None, max_length=200)
+        default=None, min_length=1, max_length=200)
     delivery: Annotated[WebhookDelivery | FeedDelivery, Field(discriminator="mode")]
 
 
