@@ -328,31 +328,37 @@ def test_demographics_fill_blanks_but_never_overwrite(session, world):
 
 def test_related_people_by_nhs_number_or_always_new(session, world):
     child = resolve_child(session, "GP-A", Subject(nhs_number=NHS[6]))
+    subject = resolve_child(session, "GP-A", Subject(nhs_number=NHS[5]))  # whom they are named on
+
+    def resolve(people, agency_id):
+        return resolve_related(session, people, agency_id, subject, "related_people")
+
     # An adult named by NHS number is the same person wherever they appear.
-    father, = resolve_related(session, [RelatedPerson(role="parent", nhs_number=NHS[7],
-                                                      given_name="Dean")], "GP-A")
-    again, = resolve_related(session, [RelatedPerson(role="alleged_perpetrator",
-                                                     nhs_number=NHS[7], family_name="Cole")],
-                             "POLICE-A")
+    father, = resolve([RelatedPerson(role="parent", nhs_number=NHS[7], given_name="Dean")],
+                      "GP-A")
+    again, = resolve([RelatedPerson(role="alleged_perpetrator", nhs_number=NHS[7],
+                                    family_name="Cole")], "POLICE-A")
     assert father.id == again.id
     assert (again.given_name, again.family_name) == ("Dean", "Cole")
     # Named twice on one flag (a parent who is also the alleged perpetrator): one person.
-    mother, accused = resolve_related(session, [
+    mother, accused = resolve([
         RelatedPerson(role="parent", nhs_number=NHS[8], given_name="Sarah"),
         RelatedPerson(role="alleged_perpetrator", nhs_number=NHS[8], family_name="Hartley")],
         "POLICE-A")
     assert mother is accused and (mother.given_name, mother.family_name) == ("Sarah", "Hartley")
     # A person named by NHS number who is already known as a child is that person.
-    assert resolve_related(session, [RelatedPerson(role="sibling", nhs_number=NHS[6])],
-                           "GP-A")[0].id == child.id
+    assert resolve([RelatedPerson(role="sibling", nhs_number=NHS[6])], "GP-A")[0].id == child.id
+    # The subject itself is never one of its own relatives.
+    with pytest.raises(ProblemError) as refused:
+        resolve([RelatedPerson(role="household_member", nhs_number=NHS[7]),
+                 RelatedPerson(role="parent", nhs_number=NHS[5])], "GP-A")
+    assert [e["field"] for e in refused.value.errors] == ["related_people.1.nhs_number"]
     # Without an NHS number, a name is never enough to merge: the two records are queued
     # for the MASH to decide whether they are one adult.
-    a, = resolve_related(session, [RelatedPerson(role="household_member", given_name="Dean",
-                                                 family_name="Cole", birth_date="1990-01-01")],
-                         "POLICE-A")
-    b, = resolve_related(session, [RelatedPerson(role="household_member", given_name="Dean",
-                                                 family_name="Cole", birth_date="1990-01-01")],
-                         "HV-A")
+    a, = resolve([RelatedPerson(role="household_member", given_name="Dean", family_name="Cole",
+                                birth_date="1990-01-01")], "POLICE-A")
+    b, = resolve([RelatedPerson(role="household_member", given_name="Dean", family_name="Cole",
+                                birth_date="1990-01-01")], "HV-A")
     assert len({a.id, b.id, father.id}) == 3
     queued = session.exec(select(PossibleMatch).where(
         PossibleMatch.person_id.in_([a.id, b.id]))).all()
