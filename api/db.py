@@ -8,7 +8,7 @@ import uuid
 from collections.abc import AsyncIterator
 from datetime import datetime, timezone
 from functools import lru_cache
-from typing import Any
+from typing import Any, TypeVar
 
 import anyio
 from fastapi import Request
@@ -130,6 +130,17 @@ async def get_session(request: Request) -> AsyncIterator[Session]:
         else:
             with anyio.CancelScope(shield=True):
                 await anyio.to_thread.run_sync(session.close, limiter=anyio.CapacityLimiter(1))
+
+
+T = TypeVar("T")
+
+
+def get_locked(session: Session, model: type[T], key: Any) -> T | None:
+    """The row by primary key, locked until commit and read afresh even if the session holds
+    it: of two requests changing it at once, the second waits, then sees what the first did.
+    FOR NO KEY UPDATE on PostgreSQL, so rows referring to it can still be written; SQLite
+    serialises writers already."""
+    return session.get(model, key, with_for_update={"key_share": True}, populate_existing=True)
 
 
 def plain_rows(session: Session, statement: Executable, params: dict[str, Any]) -> Result:

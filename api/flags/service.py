@@ -14,7 +14,7 @@ from sqlmodel import Session, or_, select
 from api.agencies.models import Agency
 from api.audit import service as audit
 from api.auth.principal import Principal
-from api.db import plain_rows, utcnow
+from api.db import get_locked, plain_rows, utcnow
 from api.encoding import json_ready
 from api.flags.models import Disclosure, Flag, FlagVersion, SharingDecision
 from api.forwarding import service as forwarding
@@ -450,8 +450,7 @@ def _published(flag, version, decisions, unsent, warnings) -> dict:
 def _flag_for_update(session, agency, flag_id) -> Flag:
     """The flag, locked until commit (PostgreSQL; SQLite serialises writers already), so that
     concurrent amendments queue and each numbers its version after the one before."""
-    flag = session.get(Flag, flag_id, with_for_update={"key_share": True},
-                       populate_existing=True)
+    flag = get_locked(session, Flag, flag_id)
     if flag is None or not _agency_can_see(session, agency.id, flag):
         raise not_found("flag")
     if flag.publisher_id != agency.id:

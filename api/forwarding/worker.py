@@ -20,9 +20,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 import httpx
-from sqlalchemy import ColumnElement, Float, case, update
-from sqlalchemy.ext.compiler import compiles
-from sqlalchemy.sql.functions import FunctionElement
+from sqlalchemy import ColumnElement, case, func, update
 from sqlmodel import Session, or_, select
 from standardwebhooks.webhooks import Webhook
 
@@ -270,28 +268,12 @@ def windows_elapsed(delivery: Delivery, now: datetime) -> int:
 
 def _next_window_starts() -> ColumnElement[float]:
     """In SQL, as seconds since 1970: when the window after those already chased begins (the
-    deadline itself before the first); `windows_elapsed` exceeds `escalations_sent` from then."""
-    deadline = _epoch(Delivery.acknowledge_by)
-    window = deadline - _epoch(Delivery.created_at)
+    deadline itself before the first); `windows_elapsed` exceeds `escalations_sent` from then.
+    (Whole seconds on SQLite: a row read a second early is passed over by that check.)"""
+    deadline = func.extract("epoch", Delivery.acknowledge_by)
+    window = deadline - func.extract("epoch", Delivery.created_at)
     window = case((window > MIN_WINDOW_SECONDS, window), else_=MIN_WINDOW_SECONDS)
     return deadline + Delivery.escalations_sent * window
-
-
-class _epoch(FunctionElement):
-    """A timestamp column as seconds since 1970 (UTC), on either database."""
-
-    type = Float()
-    inherit_cache = True
-
-
-@compiles(_epoch, "postgresql")
-def _epoch_postgresql(element, compiler, **kw) -> str:
-    return f"EXTRACT(EPOCH FROM {compiler.process(element.clauses, **kw)})"
-
-
-@compiles(_epoch, "sqlite")
-def _epoch_sqlite(element, compiler, **kw) -> str:  # stored as UTC text
-    return f"((julianday({compiler.process(element.clauses, **kw)}) - 2440587.5) * 86400.0)"
 
 
 def alert_unacknowledged(session: Session, delivery: Delivery, reason: str) -> None:

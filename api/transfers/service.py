@@ -12,7 +12,7 @@ from api.agencies.models import Agency
 from api.agencies.service import check_area
 from api.audit import service as audit
 from api.auth.principal import Principal
-from api.db import utcnow
+from api.db import get_locked, utcnow
 from api.identity import service as identity
 from api.identity.models import Person
 from api.policy.loader import Policy
@@ -158,8 +158,7 @@ def moves_query(session: Session, principal: Principal, status: str | None):
 def dismiss_move(session: Session, principal: Principal, move_id: str, reason: str) -> SuspectedMove:
     areas = _viewer_areas(session, principal)
     # Locked until commit, as a transfer being closed is: a second dismissal finds it done.
-    move = session.get(SuspectedMove, move_id, with_for_update={"key_share": True},
-                       populate_existing=True)
+    move = get_locked(session, SuspectedMove, move_id)
     if move is None or not {move.plan_area, move.seen_area} & set(areas):
         raise not_found("suspected move")
     if move.status != "open":
@@ -238,8 +237,7 @@ def _to_close(session: Session, agency: Agency, transfer_id: str) -> Transfer:
     """The transfer if the agency sees it, locked until commit (PostgreSQL; SQLite serialises
     writers already): of two requests closing it at once, the second waits, then finds it
     closed (409) instead of closing it, alerting and auditing a second time."""
-    transfer = session.get(Transfer, transfer_id, with_for_update={"key_share": True},
-                           populate_existing=True)
+    transfer = get_locked(session, Transfer, transfer_id)
     if transfer is None or not _agency_sees(agency, transfer):
         raise not_found("transfer")
     return transfer
