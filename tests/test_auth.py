@@ -1082,6 +1082,31 @@ async def test_another_issuer_area_is_its_agency_area_never_its_word(
         problem(await read(NHS[0]), 401)
 
 
+async def test_another_issuer_subject_is_named_with_its_issuer(idp_client, idp_key, world,
+                                                               session):
+    """The audit log must not confuse the outside provider's `mash.a` with this service's own
+    practitioner of that name; and a subject too long to record is refused, not a 500."""
+    kid, pem, _ = idp_key
+    assert (await idp_client.post("/v1/relationships", headers=world.auth("GP-A"),
+                                  json=relationship_body("registered_gp"))).status_code == 201
+    params = {"nhs_number": NHS[0], "purpose": "mash_triage", "reason": "Referral"}
+    outside = rs256({"alg": "RS256", "kid": kid}, _idp_claims(sub="mash.a"), pem)
+    for headers in (bearer(outside), world.auth("mash.a")):
+        r = await idp_client.get("/v1/children", headers=headers, params=params)
+        assert r.status_code == 200, r.text
+    reads = session.exec(select(AuditEvent.actor).where(AuditEvent.action == "child.read")
+                         .order_by(AuditEvent.seq)).all()
+    assert reads == [f"{IDP}|mash.a", "mash.a"]
+    # the second read shows the first (a read is recorded after its view is taken)
+    assert [a["actor"] for a in r.json()["recent_accesses"]] == [f"{IDP}|mash.a"]
+    longest = "p" * (200 - len(IDP) - 1)
+    for sub, status in ((longest, 200), (longest + "p", 401)):
+        token = rs256({"alg": "RS256", "kid": kid}, _idp_claims(sub=sub), pem)
+        r = await idp_client.get("/v1/children", headers=bearer(token), params=params)
+        assert r.status_code == status, r.text
+    assert "sub" in problem(r, 401)["detail"]
+
+
 async def test_a_disabled_agency_tokens_stop_working_everywhere(client, world, session):
     await client.post("/v1/relationships", json=relationship_body("registered_gp"),
                       headers=world.auth("GP-A"))

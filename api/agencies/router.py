@@ -40,7 +40,7 @@ def create_agency(
         if replay := idem.replay():  # a concurrent request with this key won: answer as it did
             return replay
         raise
-    audit.record(session, actor=principal.sub, actor_agency=principal.agency_id,
+    audit.record(session, actor=principal.actor, actor_agency=principal.agency_id,
                  action="agency.register", outcome="registered", recipient=agency.id)
     out = _out(agency).model_dump()
     # A replay answers with the same status and id but never the secret, which is not stored.
@@ -60,7 +60,7 @@ def rotate_secret(
     if replay := idem.replay():  # rotated already: not again, and the secret is not shown again
         return replay
     agency = service.rotate_secret(session, agency_id, secret)
-    audit.record(session, actor=principal.sub, actor_agency=principal.agency_id,
+    audit.record(session, actor=principal.actor, actor_agency=principal.agency_id,
                  action="agency.rotate_secret", outcome="rotated", recipient=agency.id)
     out = _out(agency).model_dump()
     return idem.commit(200, AgencyCreated(**out, client_secret=secret.plain),

@@ -148,7 +148,7 @@ def jsonl_chunks(events: Iterator[dict], checkpoint: dict) -> Iterator[bytes]:
 def record_read(session: Session, principal: Principal, what: str,
                 filters: EventFilter) -> AuditEvent:
     """Reading the log is itself logged: who looked at what (the caller commits)."""
-    audit.record(session, actor=principal.sub, actor_agency=principal.agency_id,
+    audit.record(session, actor=principal.actor, actor_agency=principal.agency_id,
                  action="audit.read", outcome=what, child_id=filters.child_id,
                  reason=filters.describe())
     return audit.append_pending(session)  # the CSV runs up to and including this read

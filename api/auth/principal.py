@@ -18,6 +18,7 @@ from api.problems import ProblemError
 
 ROLES = ("agency_system", "mash_practitioner", "auditor", "admin")
 AGENCY_ROLES = ("agency_system", "mash_practitioner")  # their scope is their agency's, or area
+MAX_ACTOR = 200  # the audit log's and the records' `actor` columns
 _bearer = HTTPBearer(auto_error=False, description="Access token from POST /v1/oauth/token")
 
 
@@ -28,11 +29,18 @@ class Principal:
     agency_id: str | None
     area: str | None
     issuer: str
+    outside: bool = False  # vouched for by another identity provider, not by this service
 
     @property
     def scope_key(self) -> str:
         """Stable identity for idempotency records: issuer and subject."""
         return f"{self.issuer}|{self.sub}"
+
+    @property
+    def actor(self) -> str:
+        """Who acted, as the audit log and the records name them. Another identity provider's
+        subject is named with its issuer: its `alice` is not this service's `alice`."""
+        return self.scope_key if self.outside else self.sub
 
 
 def _unauthorized(detail: str) -> ProblemError:
@@ -81,8 +89,12 @@ async def current_principal(
             raise _unauthorized(f"A {role} token from another issuer must name the agency the "
                                 "caller works for.")
     principal = Principal(sub=str(claims["sub"]), role=role, agency_id=agency,
-                          area=area, issuer=issuer)
-    note_principal(principal.sub)
+                          area=area, issuer=issuer, outside=outside)
+    if len(principal.actor) > MAX_ACTOR:
+        raise _unauthorized(f"The access token's sub is too long: the records name a caller in "
+                            f"at most {MAX_ACTOR} characters"
+                            + (", its issuer included." if outside else "."))
+    note_principal(principal.actor)
     request.app.state.rate_limits.admit_request(principal.scope_key)
     if agency is not None and (outside or role == "agency_system"):
         principal = await run_in_threadpool(_registered, session, principal, outside)

@@ -186,7 +186,7 @@ def search(session: Session, access: AccessPolicy, reader: Reader, probe: Search
     page = shown[offset:offset + limit]
     items = []
     for person, result, basis in page:
-        audit.record(session, actor=reader.principal.sub, actor_agency=reader.organisation,
+        audit.record(session, actor=reader.principal.actor, actor_agency=reader.organisation,
                      action="child.search", outcome="candidate", child_id=person.id,
                      purpose=stated.purpose, reason=stated.reason, lawful_basis=LAWFUL_BASIS,
                      policy_rule=BASIS_RULES[basis])
@@ -271,7 +271,7 @@ def notify_access(session: Session, access: AccessPolicy, reader: Reader, child:
                data={**_access_event(reader, child, stated, now), "notified_as": "access",
                      "plans": [{"flag_id": flag_id, "category": category}
                                for flag_id, category in owner.plans]},
-               child_id=child.id, actor=reader.principal.sub,
+               child_id=child.id, actor=reader.principal.actor,
                areas=[a for a in (owner.area, reader.area) if a], rule=access.notify.id)
     return [owner.id for owner in owners]
 
@@ -301,7 +301,7 @@ def alert_break_glass(session: Session, reader: Reader, child: Person, stated: P
     notify(session, event_type="child.accessed", recipients=recipients,
            data={**_access_event(reader, child, stated, now), "notified_as": "break_glass",
                  "reason": stated.reason},
-           child_id=child.id, actor=reader.principal.sub, areas=areas, rule="BREAK-GLASS")
+           child_id=child.id, actor=reader.principal.actor, areas=areas, rule="BREAK-GLASS")
     return recipients
 
 
@@ -311,7 +311,7 @@ def _access_event(reader: Reader, child: Person, stated: Purpose, now: datetime)
     """Who read, from which organisation, when and for what purpose (as CP-IS tells)."""
     return {
         "child": linking.person_summary(child), "accessed_at": now.isoformat(),
-        "accessed_by": reader.principal.sub, "role": reader.principal.role,
+        "accessed_by": reader.principal.actor, "role": reader.principal.role,
         "organisation": reader.organisation,
         "organisation_kind": reader.agency.kind if reader.agency else None,
         "organisation_area": reader.area, "purpose": stated.purpose,
@@ -321,7 +321,7 @@ def _access_event(reader: Reader, child: Person, stated: Purpose, now: datetime)
 
 def _record_read(session: Session, policy: Policy, reader: Reader, child: Person,
                  stated: Purpose, basis: str) -> None:
-    audit.record(session, actor=reader.principal.sub, actor_agency=reader.organisation,
+    audit.record(session, actor=reader.principal.actor, actor_agency=reader.organisation,
                  action="child.break_glass" if basis == "break_glass" else "child.read",
                  outcome="disclosed", child_id=child.id, purpose=stated.purpose,
                  reason=stated.reason, lawful_basis=LAWFUL_BASIS,

@@ -157,7 +157,7 @@ def visible_flag(session: Session, principal: Principal, flag_id: str, *,
     out = _flag_out(session, flag, version, fields)
     if fields is None:
         out.update(_sharing_lists(session, flag, version))
-    audit.record(session, actor=principal.sub, actor_agency=principal.agency_id,
+    audit.record(session, actor=principal.actor, actor_agency=principal.agency_id,
                  action="flag.read", outcome="disclosed", child_id=flag.child_id,
                  flag_id=flag.id, purpose=purpose or version.purpose, reason=reason,
                  lawful_basis=_cite(version), policy_rule=version.policy_rule,
@@ -288,9 +288,9 @@ def record_decision(session: Session, policy: Policy, principal: Principal, flag
     version = _version(session, flag)
     decision = SharingDecision(flag_id=flag.id, decision=body.decision,
                                recipient_id=body.recipient, reason=body.reason,
-                               decided_by=principal.sub, decided_by_agency=principal.agency_id)
+                               decided_by=principal.actor, decided_by_agency=principal.agency_id)
     session.add(decision)
-    audit.record(session, actor=principal.sub, actor_agency=principal.agency_id,
+    audit.record(session, actor=principal.actor, actor_agency=principal.agency_id,
                  action="decision.record", outcome=body.decision, child_id=flag.child_id,
                  flag_id=flag.id, recipient=body.recipient, reason=body.reason,
                  purpose=version.purpose, lawful_basis=_cite(version),

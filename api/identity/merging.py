@@ -46,7 +46,7 @@ def read_queue(session: Session, principal: Principal, status: str | None, after
     rows = list(session.exec(q.order_by(PossibleMatch.id).limit(limit)).all())
     for match in rows:
         for child_id in (match.person_id, match.other_person_id):
-            audit.record(session, actor=principal.sub, actor_agency=principal.agency_id,
+            audit.record(session, actor=principal.actor, actor_agency=principal.agency_id,
                          action="match.read", outcome="disclosed", child_id=child_id,
                          purpose=PURPOSE, lawful_basis=LAWFUL_BASIS, reason=match.id)
     return rows
@@ -111,9 +111,9 @@ def confirm(session: Session, policy: Policy, principal: Principal, match_id: st
                            "children and are never merged. Reject this match to close it.")
     kept, retired = choose_kept(a, b)
     _claim(session, match, "confirmed", principal, reason)
-    merge = merge_records(session, kept, retired, match, principal.sub, reason)
+    merge = merge_records(session, kept, retired, match, principal.actor, reason)
     for child_id, outcome in ((kept.id, "kept"), (retired.id, "merged_into_other")):
-        audit.record(session, actor=principal.sub, actor_agency=principal.agency_id,
+        audit.record(session, actor=principal.actor, actor_agency=principal.agency_id,
                      action="identity.merge", outcome=outcome, child_id=child_id,
                      purpose=PURPOSE, lawful_basis=LAWFUL_BASIS, policy_rule="MATCH-CONFIRMED",
                      reason=reason)
@@ -122,12 +122,12 @@ def confirm(session: Session, policy: Policy, principal: Principal, match_id: st
         flags.share_with_new_recipients(session, policy, flag)
     # One person now: an adult's history may reach another household, and an unborn child
     # who is born is a new sibling of any brother or sister on a plan.
-    actor = households.Actor(principal.sub, principal.agency_id)
+    actor = households.Actor(principal.actor, principal.agency_id)
     households.review_people(session, policy, [kept.id], actor)
     if match.kind == "unborn_to_born":
         households.review_siblings(session, policy, kept.id, actor, trigger="born")
         for baby in _other_babies(session, retired, kept) if _unborn(retired) else ():
-            linking.tell_of_another_baby(session, retired, baby, principal.sub)
+            linking.tell_of_another_baby(session, retired, baby, principal.actor)
     return match, merge
 
 
@@ -157,7 +157,7 @@ def reject(session: Session, principal: Principal, match_id: str,
     _require_open(match)
     _claim(session, match, "rejected", principal, reason)
     for child_id in (match.person_id, match.other_person_id):
-        audit.record(session, actor=principal.sub, actor_agency=principal.agency_id,
+        audit.record(session, actor=principal.actor, actor_agency=principal.agency_id,
                      action="match.reject", outcome="rejected", child_id=child_id,
                      reason=reason)
     return match
@@ -200,12 +200,12 @@ def unmerge(session: Session, principal: Principal, match_id: str,
         PossibleMatch.id.in_(merge.moved.get("superseded_match", [])),
         PossibleMatch.status == "superseded").values(status="open"))
     kept.updated_at = retired.updated_at = utcnow()
-    merge.unmerged_by, merge.unmerged_at, merge.unmerge_reason = principal.sub, utcnow(), reason
+    merge.unmerged_by, merge.unmerged_at, merge.unmerge_reason = principal.actor, utcnow(), reason
     session.add_all([kept, retired, merge])
     session.flush()
     session.expire_all()
     for child_id in (kept.id, retired.id):
-        audit.record(session, actor=principal.sub, actor_agency=principal.agency_id,
+        audit.record(session, actor=principal.actor, actor_agency=principal.agency_id,
                      action="identity.unmerge", outcome="restored",
                      child_id=child_id, purpose=PURPOSE, lawful_basis=LAWFUL_BASIS,
                      reason=reason)
@@ -281,7 +281,7 @@ def _claim(session: Session, match: PossibleMatch, status: str, principal: Princ
     """A conditional update, so two practitioners deciding at once cannot both succeed."""
     claimed = session.exec(update(PossibleMatch).where(
         PossibleMatch.id == match.id, PossibleMatch.status == "open")
-        .values(status=status, decided_by=principal.sub, decided_at=utcnow(),
+        .values(status=status, decided_by=principal.actor, decided_at=utcnow(),
                 decision_reason=reason))
     if claimed.rowcount != 1:
         raise ProblemError(409, "This possible match was decided concurrently.")

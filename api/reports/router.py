@@ -28,10 +28,10 @@ def data_quality(session: SessionDep, policy: PolicyDep, principal: Reader,
     report = service.data_quality(session, area)
     # Listing children discloses who they are: each listed child's record shows the read.
     for child in report["known_to_many_owned_by_none"]:
-        audit.record(session, actor=principal.sub, actor_agency=principal.agency_id,
+        audit.record(session, actor=principal.actor, actor_agency=principal.agency_id,
                      action="report.read", outcome="data_quality", child_id=child["child_id"],
                      purpose="data_quality")
-    audit.record(session, actor=principal.sub, actor_agency=principal.agency_id,
+    audit.record(session, actor=principal.actor, actor_agency=principal.agency_id,
                  action="report.read", outcome="data_quality", reason=f"area {area}")
     session.commit()
     return report

@@ -165,7 +165,7 @@ def dismiss_move(session: Session, principal: Principal, move_id: str, reason: s
         raise ProblemError(409, f"This suspected move is already {move.status}.")
     move.status, move.resolution = "dismissed", reason
     session.add(move)
-    audit.record(session, actor=principal.sub, actor_agency=principal.agency_id,
+    audit.record(session, actor=principal.actor, actor_agency=principal.agency_id,
                  action="move.dismiss", outcome="dismissed", child_id=move.child_id,
                  reason=reason)
     return move
