@@ -13,7 +13,7 @@ from sqlmodel import Session, select
 
 from api.logs import configure as configure_logging
 from api.policy.loader import PolicyError, load_policy
-from api.settings import Settings
+from api.settings import Settings, UnknownSettings, settings_from_environment
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -23,8 +23,10 @@ def main(argv: list[str] | None = None) -> int:
     if getattr(args, "demo", False):
         os.environ["FLAGSHARE_ENVIRONMENT"] = "development"
     try:
-        settings = Settings()
+        settings = settings_from_environment()
         policy = load_policy(settings.policy_dir)
+    except UnknownSettings as exc:
+        return _fail(f"unknown configuration:\n{exc}")
     except ValidationError as exc:
         return _fail("invalid configuration:\n" + "\n".join(
             f"  FLAGSHARE_{'_'.join(str(p) for p in e['loc']).upper()}: {e['msg']}"

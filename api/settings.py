@@ -1,8 +1,12 @@
-"""Configuration from `FLAGSHARE_` environment variables; invalid values stop start-up."""
+"""Configuration from `FLAGSHARE_` environment variables; unknown or invalid values stop
+start-up."""
 
 from __future__ import annotations
 
+import difflib
 import json
+import os
+from collections.abc import Mapping
 from functools import lru_cache
 from pathlib import Path
 from typing import Literal
@@ -147,6 +151,49 @@ def read_secret(path: Path) -> str:
     return secret
 
 
+# `FLAGSHARE_` variables that other programs read (the agency adapters, Compose, the test and
+# benchmark runs): not the service's settings, so they never stop it.
+NOT_SETTINGS = frozenset({
+    "FLAGSHARE_API_URL", "FLAGSHARE_CLIENT_ID", "FLAGSHARE_CLIENT_SECRET",
+    "FLAGSHARE_WEBHOOK_SECRET", "FLAGSHARE_HTTP_PORT", "FLAGSHARE_DB_PASSWORD_FILE",
+    "FLAGSHARE_TEST_PG", "FLAGSHARE_TEST_CHROMIUM", "FLAGSHARE_FUZZ_EXPLORE",
+    "FLAGSHARE_BENCH_RESULTS"})
+NOT_SETTINGS_PREFIXES = ("FLAGSHARE_LOAD_",)
+
+
+class UnknownSettings(ValueError):
+    """`FLAGSHARE_` variables that are no setting: a misspelt one would otherwise be passed
+    over in silence, and the service run on a default (a typo in the database URL: a new,
+    empty SQLite file)."""
+
+    def __init__(self, names: list[str]):
+        known = [f"FLAGSHARE_{name.upper()}" for name in Settings.model_fields]
+        lines = []
+        for name in names:
+            close = difflib.get_close_matches(name.upper(), known, n=1)
+            lines.append(f"  {name}: not a setting"
+                         + (f" (did you mean {close[0]}?)" if close else ""))
+        super().__init__("\n".join(lines))
+        self.names = names
+
+
+def unknown_settings(environ: Mapping[str, str]) -> list[str]:
+    """The `FLAGSHARE_` variables in `environ` that name no setting (names are matched
+    case-insensitively, as the settings read them)."""
+    known = {f"FLAGSHARE_{name.upper()}" for name in Settings.model_fields} | NOT_SETTINGS
+    return sorted(name for name in environ if name.upper().startswith("FLAGSHARE_")
+                  and name.upper() not in known
+                  and not name.upper().startswith(NOT_SETTINGS_PREFIXES))
+
+
+def settings_from_environment() -> Settings:
+    """The settings as the environment gives them; UnknownSettings, or pydantic's
+    ValidationError, if they would not be what the operator meant."""
+    if unknown := unknown_settings(os.environ):
+        raise UnknownSettings(unknown)
+    return Settings()
+
+
 @lru_cache
 def get_settings() -> Settings:
-    return Settings()
+    return settings_from_environment()

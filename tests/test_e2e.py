@@ -135,6 +135,25 @@ def test_cli_rejects_bad_agency_and_bad_config(server):
     assert bad_env.returncode == 2 and "FLAGSHARE_ENVIRONMENT" in bad_env.stderr
 
 
+def test_a_misspelt_setting_stops_start_up_naming_it(server, tmp_path):
+    """A typo must not leave the service running on a default: here a token lifetime of 900 s
+    where 60 was meant, and in the database URL's case a new, empty SQLite file."""
+    for command in (["db", "upgrade"], ["serve", "--port", str(free_port())]):
+        out = run_cli({**server.env, "FLAGSHARE_TOKEN_TTL": "60",
+                       "FLAGSHARE_DATABASE_ULR": f"sqlite:///{tmp_path / 'typo.db'}"}, *command)
+        assert out.returncode == 2, out.stderr
+        assert "FLAGSHARE_TOKEN_TTL: not a setting (did you mean " \
+               "FLAGSHARE_TOKEN_TTL_SECONDS?)" in out.stderr
+        assert "FLAGSHARE_DATABASE_ULR: not a setting (did you mean " \
+               "FLAGSHARE_DATABASE_URL?)" in out.stderr
+    assert not (tmp_path / "typo.db").exists()
+    # what the adapters, Compose and the test runs read is not refused
+    others = {name: "x" for name in ("FLAGSHARE_API_URL", "FLAGSHARE_CLIENT_ID",
+                                     "FLAGSHARE_CLIENT_SECRET", "FLAGSHARE_DB_PASSWORD_FILE",
+                                     "FLAGSHARE_LOAD_HOSTS")}
+    assert run_cli({**server.env, **others}, "db", "upgrade").returncode == 0
+
+
 def test_broken_policy_stops_serve_naming_file_and_key(tmp_path, policy_dir_copy):
     broken = policy_dir_copy / "england-default.yaml"
     broken.write_text(broken.read_text().replace("recipient_kinds:", "recipent_kinds:", 1))
