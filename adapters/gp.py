@@ -111,12 +111,18 @@ def _flag(resource: dict, patients: dict[str, dict], table: dict) -> list[Part]:
     start = _day(flag.period.start if flag.period else None, "Flag.period.start", errors)
     end = _day(flag.period.end if flag.period else None, "Flag.period.end", errors)
     _ordered(start, end, "Flag.period.end", errors)
+    # An active flag's end is when it is planned to end, sent with it; a closed one's is sent
+    # as it closes. A planned end alone has no start for flagshare's period to run from.
+    planned_end = end if flag.status == "active" else None
+    if planned_end and start is None and not errors:
+        errors.append(("Flag.period.start", "missing: an active flag with a planned end "
+                                            "(period.end) needs the day it runs from"))
     if errors:
         raise RecordError(errors)
     note = f" The practice's note: {flag.code.text.strip()}" if flag.code.text else ""
     create = compact({"subject": subject, "category": entry["category"],
                       "severity": entry["severity"], "summary": entry["summary"] + note,
-                      "period": compact({"start": start}) if start else None,
+                      "period": compact({"start": start, "end": planned_end}) if start else None,
                       "purpose": table["purpose"], "lawful_basis": table["lawful_basis"]})
     close = None
     if flag.status == "inactive":

@@ -92,9 +92,11 @@ def _key_reused(outcome: Outcome) -> bool:
 
 
 def patch_body(part: FlagPart) -> dict:
-    """The record's current summary, and its end if it has ended: the same for every path,
-    so a replay after a lost state file matches what was first sent."""
-    return {"summary": part.create["summary"], **(part.close or {})}
+    """The record's current summary, and its end (planned, or as it ended): the same for every
+    path, so a replay after a lost state file matches what was first sent."""
+    planned = {"period": {"end": end}} if (end := part.create.get("period", {}).get("end")) \
+        else {}
+    return {"summary": part.create["summary"], **planned, **(part.close or {})}
 
 
 def combine(record: SourceRecord, outcomes: list[Outcome]) -> RecordResult:

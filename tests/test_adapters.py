@@ -22,6 +22,7 @@ from standardwebhooks.webhooks import Webhook
 from adapters import gp, midwifery, police, social_care
 from adapters.client import ApiUnavailable, FlagshareClient
 from adapters.inbox import Inbox
+from adapters.push import patch_body
 from adapters.receiver import WebhookReceiver
 from adapters.records import Call, FlagPart, RecordError, idempotency_key
 from adapters.sources import SourceError, read_csv
@@ -317,6 +318,13 @@ def test_gp_periods_out_of_order_are_rejected_before_anything_is_sent():
     assert end_only.close == {"status": "inactive", "period": {"end": "2024-04-01"}}
     (closed,) = gp.map_resource({**flag, "period": {"start": "2024-04-01", "end": "2024-04-01"}})
     assert closed.close == {"status": "inactive", "period": {"end": "2024-04-01"}}
+    active = {**flag, "status": "active"}
+    (planned,) = gp.map_resource({**active, "period": {"start": "2024-04-01", "end": "2024-06-01"}})
+    assert planned.create["period"] == {"start": "2024-04-01", "end": "2024-06-01"}
+    assert planned.close is None
+    assert patch_body(planned)["period"] == {"end": "2024-06-01"}
+    assert "missing" in errors_of(gp.map_resource, {**active, "period": {"end": "2024-06-01"}})[
+        "Flag.period.start"]
     registration = {"resourceType": "EpisodeOfCare", "id": "reg-1", "status": "finished",
                     "patient": {"identifier": {"system": gp.NHS_SYSTEM, "value": "9990010005"}},
                     "period": {"start": "2024-05-01", "end": "2024-04-01"}}

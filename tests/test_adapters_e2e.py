@@ -206,6 +206,31 @@ def test_closing_rows_close_their_flags(server, tmp_path):
     assert closed["id"] == current["id"]
 
 
+def test_an_active_gp_flag_keeps_its_planned_end_and_a_new_one_amends_it(server, tmp_path):
+    """A FHIR Flag's period.end on an active flag is when it is planned to end: it was dropped,
+    so recipients read an open-ended flag."""
+    bundle = json.loads((SAMPLES / "gp-flags.json").read_text())
+    (wnb,) = [e["resource"] for e in bundle["entry"] if e["resource"]["id"] == "flag-jade-wnb"]
+
+    def pushed(version: str, end: str) -> dict:
+        source = tmp_path / f"wnb-v{version}.json"
+        source.write_text(json.dumps({**wnb, "meta": {"versionId": version},
+                                      "period": {"start": "2026-06-01", "end": end}}))
+        out = push(server, "P81001", "gp", source, tmp_path)
+        assert out.returncode == 0, out.stdout + out.stderr
+        state = json.loads((tmp_path / "P81001.state.json").read_text())["flags"]
+        with httpx.Client(base_url=server.url, timeout=30) as http:
+            return http.get(f"/v1/flags/{state['gp:Flag/flag-jade-wnb']['flag_id']}",
+                            headers=server.token(http, "P81001")).json()
+
+    first = pushed("3", "2027-06-01")
+    assert (first["status"], first["version"], first["period"]) == (
+        "active", 1, {"start": "2026-06-01", "end": "2027-06-01"})
+    amended = pushed("4", "2027-03-01")
+    assert (amended["status"], amended["version"], amended["period"]) == (
+        "active", 2, {"start": "2026-06-01", "end": "2027-03-01"})
+
+
 def test_a_new_version_amends_its_flag_and_a_lost_state_file_is_explained(server, tmp_path):
     assert push(server, "WMP", "police", SAMPLES / "police-incidents.json",
                 tmp_path).returncode == 0
