@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import socket
 from datetime import date, timedelta
 
 import pytest
@@ -18,7 +19,9 @@ from api.encoding import json_ready
 from api.forwarding.models import Delivery, Subscription
 from api.forwarding.sealing import SEALED, SealedSecretError, seal_stored_secrets, unseal
 from api.forwarding.targets import TargetRefused, check_url
-from api.forwarding.worker import DeliveryWorker, parse_retry_after
+from api.forwarding.worker import (
+    GONE, Claimed, DeliveryWorker, error_for_publisher, parse_retry_after,
+)
 from api.pagination import encode_cursor
 from tests.factories import NHS, flag_body, with_passphrase
 from tests.receiver import Receiver
@@ -142,6 +145,105 @@ async def test_dead_letter_alerts_publisher_and_mash(client, world, child, app, 
         data = alerts[0]["data"]
         assert data["flag_id"] == flag["id"] and data["recipient"] == "SCHOOL-A"
         assert "summary" not in str(data) and "could not be delivered" in data["reason"]
+
+
+@pytest.mark.parametrize("max_attempts", [1, 12], ids=["last-attempt", "retries-left"])
+async def test_a_send_failing_after_the_recipient_acknowledged_is_not_chased(
+        client, world, child, app, settings, session, max_attempts):
+    """The recipient acknowledged while a send was in flight (it had the item from an earlier
+    attempt whose answer was lost): the failure is kept on record, but the delivery is not
+    retried, not dead, and nobody is told it was not delivered."""
+    worker = DeliveryWorker(app.state.session_factory,
+                            settings.model_copy(update={"webhook_max_attempts": max_attempts}))
+    with Receiver(lambda n: (503, {})) as rx:
+        await subscribe(client, world, "SCHOOL-A", {"mode": "webhook", "url": rx.url})
+        flag = await publish(client, world)
+        [claimed] = worker.claim(10)
+        r = await client.post(f"/v1/deliveries/{claimed.delivery_id}/ack",
+                              json={"status": "received"}, headers=world.auth("SCHOOL-A"))
+        assert r.status_code == 200, r.text
+        worker.settle([(claimed, worker.send(claimed))])
+        make_due(session)
+        worker.run_once()
+        assert len(rx.requests) == 1
+    stored = session.exec(select(Delivery).where(Delivery.id == claimed.delivery_id)).one()
+    session.refresh(stored)
+    assert (stored.status, stored.ack_status, stored.last_error) == ("delivered", "received",
+                                                                     "HTTP 503")
+    for who in ("POLICE-A", "MASH-A"):
+        assert [i for i in (await feed(client, world, who))["items"]
+                if i["event"]["type"] == "delivery.unacknowledged"] == [], who
+    statuses = (await client.get(f"/v1/flags/{flag['id']}/deliveries",
+                                 headers=world.auth("POLICE-A"))).json()["items"]
+    [school] = [s for s in statuses if s["recipient"] == "SCHOOL-A"]
+    assert (school["status"], school["attempts"], school["last_error"]) == ("received", 1,
+                                                                            "HTTP 503")
+
+
+async def test_the_publisher_sees_why_a_delivery_fails_but_not_the_recipients_addresses(
+        client, world, child, app, settings, session):
+    """The receiver's URL resolves to a private address the network policy refuses: the
+    publisher (a different agency) and the MASH it alerts learn that, not the address; the
+    full error stays stored for operators."""
+    worker = DeliveryWorker(app.state.session_factory, settings.model_copy(
+        update={"environment": "production", "webhook_max_attempts": 1}))
+    await subscribe(client, world, "SCHOOL-A", {"mode": "webhook",
+                                                "url": "https://10.1.2.3/hooks"})
+    flag = await publish(client, world)
+    assert worker.run_once() == 1
+    stored = session.exec(select(Delivery).where(Delivery.recipient_id == "SCHOOL-A")).one()
+    session.refresh(stored)
+    assert stored.last_error == "target refused: resolves to a non-public address (10.1.2.3)"
+    statuses = (await client.get(f"/v1/flags/{flag['id']}/deliveries",
+                                 headers=world.auth("POLICE-A"))).json()["items"]
+    [school] = [s for s in statuses if s["recipient"] == "SCHOOL-A"]
+    assert (school["status"], school["last_error"]) == (
+        "dead", "receiver refused by the network policy")
+    for who in ("POLICE-A", "MASH-A"):
+        [alert] = [i["event"]["data"] for i in (await feed(client, world, who))["items"]
+                   if i["event"]["type"] == "delivery.unacknowledged"]
+        assert alert["reason"] == ("could not be delivered after 1 attempts "
+                                   "(receiver refused by the network policy)"), who
+
+
+@pytest.mark.parametrize("stored, shown", [
+    (None, None),
+    ("HTTP 503", "HTTP 503"),
+    ("HTTP 410", "HTTP 410"),
+    (GONE, GONE),
+    ("target refused: resolves to a non-public address (10.1.2.3)",
+     "receiver refused by the network policy"),
+    ("target refused: must use https outside development",
+     "receiver refused by the network policy"),
+    ("target refused: host does not resolve: [Errno -2] Name or service not known",
+     "receiver's host name does not resolve"),
+    ("ConnectError: [Errno 111] Connection refused", "connection failed"),
+    ("ReadError: [Errno 104] Connection reset by peer", "connection failed"),
+    ("ConnectTimeout: timed out connecting to hooks.csc.internal:443", "timed out"),
+    ("ReadTimeout: The read operation timed out", "timed out"),
+    ("RemoteProtocolError: Server disconnected without sending a response.",
+     "invalid HTTP response"),
+    ("ProxyError: 403 from proxy 10.9.9.9:3128", "delivery failed"),
+    ("HTTP 502 from gateway 10.1.2.3", "delivery failed"),
+])
+def test_the_publisher_is_shown_the_kind_of_failure_only(stored, shown):
+    assert error_for_publisher(stored) == shown
+
+
+def test_the_errors_sends_store_are_ones_the_publisher_view_knows(app, settings):
+    """The classification reads the texts `send` writes: a refused connection and a receiver
+    slower than the timeout, as sent for real."""
+    worker = DeliveryWorker(app.state.session_factory,
+                            settings.model_copy(update={"webhook_timeout_seconds": 0.2}))
+    with socket.socket() as closed:
+        closed.bind(("127.0.0.1", 0))
+        port = closed.getsockname()[1]
+    secret = "whsec_" + base64.b64encode(bytes(32)).decode()
+    refused = worker.send(Claimed("msg_1", f"http://127.0.0.1:{port}/hooks", secret, "{}"))
+    with Receiver(delay=1.0) as slow:
+        late = worker.send(Claimed("msg_2", slow.url, secret, "{}"))
+    assert error_for_publisher(refused.error) == "connection failed", refused.error
+    assert error_for_publisher(late.error) == "timed out", late.error
 
 
 # --- subscriptions narrow, never widen ----------------------------------------------------

@@ -16,6 +16,7 @@ from api.forwarding.schemas import (
     AckCreate, AckOut, DeliveryStatus, FeedPage, SubscriptionCreate, SubscriptionCreated,
     SubscriptionOut,
 )
+from api.forwarding.worker import error_for_publisher
 from api.idempotency.service import IdempotencyDep
 from api.pagination import Page, PageDep, decode_cursor, encode_cursor, page_of
 from api.problems import not_found
@@ -127,6 +128,6 @@ def flag_deliveries(flag_id: str, agency: CallingAgency, session: SessionDep, pa
         delivery_id=r[0].id, recipient=r[0].recipient_id, event_type=r[0].event_type,
         flag_version=r[1].flag_version if r[1] else None, mode=r[0].mode,
         status=service.delivery_status(r[0]), attempts=r[0].attempts,
-        last_error=r[0].last_error, delivered_at=r[0].delivered_at,
+        last_error=error_for_publisher(r[0].last_error), delivered_at=r[0].delivered_at,
         acknowledge_by=r[0].acknowledge_by, ack_outcome=r[0].ack_outcome,
         acked_at=r[0].acked_at))

@@ -9,6 +9,9 @@ from urllib.parse import urlsplit
 from api.settings import Settings
 
 
+UNRESOLVED = "host does not resolve"
+
+
 class TargetRefused(ValueError):
     pass
 
@@ -47,5 +50,5 @@ def _addresses(host: str, resolve: bool):
     try:
         infos = socket.getaddrinfo(host, None)
     except socket.gaierror as exc:
-        raise TargetRefused(f"host does not resolve: {exc}") from exc
+        raise TargetRefused(f"{UNRESOLVED}: {exc}") from exc
     return [ipaddress.ip_address(info[4][0]) for info in infos]

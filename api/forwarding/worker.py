@@ -12,6 +12,7 @@ import email.utils
 import json
 import logging
 import random
+import re
 import threading
 import time
 from collections.abc import Callable
@@ -31,7 +32,7 @@ from api.db import utcnow
 from api.forwarding import service
 from api.forwarding.models import Delivery, Subscription
 from api.forwarding.sealing import unseal
-from api.forwarding.targets import TargetRefused, check_url
+from api.forwarding.targets import UNRESOLVED, TargetRefused, check_url
 from api.policy.loader import Policy
 from api.ratelimit import forget_refilled_failures
 from api.settings import Settings
@@ -43,6 +44,13 @@ BACKOFF = [5, 30, 120, 600, 1800, 3600, 7200, 14400, 21600, 28800]
 MAX_RETRY_AFTER = 86400
 SEND_CONCURRENCY = 8
 SWEEP_EVERY_SECONDS = 30.0  # deadlines are whole working days; a sweep is cheap and safe
+# Error texts the worker writes, which `error_for_publisher` recognises.
+REFUSED = "target refused: "
+GONE = "HTTP 410: subscription disabled; available in the feed"
+# What each kind of httpx failure is called for the publisher, most specific first.
+HTTPX_FAILURES = ((httpx.TimeoutException, "timed out"),
+                  (httpx.NetworkError, "connection failed"),
+                  (httpx.ProtocolError, "invalid HTTP response"))
 
 
 @dataclass(frozen=True)
@@ -76,6 +84,24 @@ def parse_retry_after(value: str | None, now: datetime) -> float | None:
     except (TypeError, ValueError):
         return None
     return min(max((when - now).total_seconds(), 0.0), MAX_RETRY_AFTER)
+
+
+def error_for_publisher(error: str | None) -> str | None:
+    """A delivery's error as agencies other than its recipient see it: the kind of failure,
+    enough to chase the recipient by phone, without the host names and addresses of its
+    infrastructure that `check_url` and httpx put in the full text (stored as it is, for
+    operators)."""
+    if error is None or error == GONE or re.fullmatch(r"HTTP \d{3}", error):
+        return error
+    if error.startswith(REFUSED + UNRESOLVED):
+        return "receiver's host name does not resolve"
+    if error.startswith(REFUSED):
+        return "receiver refused by the network policy"
+    failure = getattr(httpx, error.partition(":")[0], None)
+    for kind, name in HTTPX_FAILURES:
+        if isinstance(failure, type) and issubclass(failure, kind):
+            return name
+    return "delivery failed"
 
 
 def serialise(payload: dict) -> str:
@@ -152,7 +178,7 @@ class DeliveryWorker:
         try:
             check_url(item.url, self.settings, resolve=True)
         except TargetRefused as exc:
-            return Outcome(None, f"target refused: {exc}")
+            return Outcome(None, f"{REFUSED}{exc}")
         now = utcnow()
         signature = Webhook(item.secret).sign(item.delivery_id, now, item.body)
         headers = {
@@ -194,20 +220,22 @@ class DeliveryWorker:
         """Returns the delivery's subscription if the receiver answered 410 Gone."""
         delivery.lease_until = None
         delivery.attempts += 1
-        gone = None
+        gone = delivery.subscription_id if outcome.status_code == 410 else None
         if outcome.status_code is not None and 200 <= outcome.status_code < 300:
             delivery.status, delivery.delivered_at, delivery.last_error = "delivered", now, None
             service.record_handover(session, delivery, "webhook")
-        elif delivery.mode == "feed":  # its subscription ended while it was sent: the feed has it
+        elif delivery.mode == "feed" or delivery.ack_status is not None:
+            # The feed has it (its subscription ended while it was sent) or the recipient said
+            # it has it (acknowledged meanwhile): nothing to retry or chase; the error is kept.
             delivery.last_error = outcome.error
-        elif outcome.status_code == 410:
-            gone = delivery.subscription_id
-            delivery.last_error = "HTTP 410: subscription disabled; available in the feed"
+        elif gone:
+            delivery.last_error = GONE
         elif delivery.attempts >= self.settings.webhook_max_attempts:
             delivery.status, delivery.last_error = "dead", outcome.error
             if delivery.event_type in service.FLAG_EVENTS:
                 alert_unacknowledged(session, delivery, "could not be delivered after "
-                                     f"{delivery.attempts} attempts ({outcome.error})")
+                                     f"{delivery.attempts} attempts "
+                                     f"({error_for_publisher(outcome.error)})")
         else:
             wait = max(backoff_seconds(delivery.attempts), outcome.retry_after or 0)
             delivery.next_attempt_at = now + timedelta(seconds=wait)
