@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import json
 import socket
 from datetime import date, timedelta
 
@@ -22,6 +23,7 @@ from api.forwarding.targets import TargetRefused, check_url
 from api.forwarding.worker import (
     GONE, Claimed, DeliveryWorker, error_for_publisher, parse_retry_after,
 )
+from api.idempotency.models import IdempotencyRecord
 from api.pagination import encode_cursor
 from tests.factories import NHS, flag_body, with_passphrase
 from tests.receiver import Receiver
@@ -353,6 +355,24 @@ async def test_with_a_passphrase_webhook_secrets_are_stored_sealed_and_still_sig
         [got] = rx.requests
     event = Webhook(sub["secret"]).verify(got.body, got.headers)
     assert event["data"]["flag"]["id"] == flag["id"]
+
+
+async def test_a_replayed_subscription_never_stores_nor_shows_its_secret(
+        client, world, settings, app, session, tmp_path):
+    """The idempotency record keeps the response for replays: with the secret in it, a copy of
+    the database would hold every webhook secret in the clear, passphrase or not."""
+    app.state.settings = with_passphrase(settings, tmp_path)
+    body = {"delivery": {"mode": "webhook", "url": "https://school.example/hooks"}}
+    headers = {**world.auth("SCHOOL-A"), "Idempotency-Key": "subscribe-1"}
+    first = await client.post("/v1/subscriptions", json=body, headers=headers)
+    assert first.status_code == 201 and first.json()["secret"].startswith("whsec_")
+    secret = first.json()["secret"]
+    stored = session.exec(select(IdempotencyRecord).where(
+        IdempotencyRecord.key == "subscribe-1")).one()
+    assert secret.removeprefix("whsec_") not in json.dumps(stored.response_body)
+    again = await client.post("/v1/subscriptions", json=body, headers=headers)
+    assert again.status_code == 201 and again.headers["Idempotent-Replayed"] == "true"
+    assert again.json() == {k: v for k, v in first.json().items() if k != "secret"}
 
 
 async def test_secrets_in_the_clear_are_sealed_at_start_and_need_their_passphrase(

@@ -44,8 +44,11 @@ def create_subscription(body: SubscriptionCreate, agency: CallingAgency, session
     sub, secret = service.subscribe(session, policy, settings, agency, body)
     audit.record(session, actor=agency.id, actor_agency=agency.id, action="subscription.create",
                  outcome=sub.mode)
-    created = SubscriptionCreated(**_sub_out(sub).model_dump(), secret=secret)
-    return idem.commit(201, created.model_dump(exclude_none=True))
+    out = _sub_out(sub).model_dump(exclude_none=True)
+    # A replay answers with the same status and id but never the secret: it rests only in the
+    # subscription (sealed, with a passphrase), not in the idempotency record too.
+    return idem.commit(201, SubscriptionCreated(**out, secret=secret).model_dump(exclude_none=True),
+                       remember=out)
 
 
 @router.get("/subscriptions", response_model=Page[SubscriptionOut],
