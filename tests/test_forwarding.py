@@ -402,12 +402,23 @@ async def test_feed_pages_resume_exactly_where_they_stopped(client, world, child
                  for i in range(5)]
     seen, cursor = [], None
     while True:
-        page = await feed(client, world, "SCHOOL-A", limit=2, **({"cursor": cursor} if cursor else {}))
+        page = await feed(client, world, "SCHOOL-A", limit=2,
+                          **({"cursor": cursor} if cursor else {}))
         if not page["items"]:
             break
         seen += [i["event"]["data"]["flag"]["id"] for i in page["items"]]
         cursor = page["next_cursor"]
     assert seen == published
+    # caught up: null, as a generic "page until next_cursor is null" loop expects
+    assert (await feed(client, world, "SCHOOL-A", cursor=cursor))["next_cursor"] is None
+    paged, after = [], None
+    while True:
+        page = await feed(client, world, "SCHOOL-A", limit=2,
+                          **({"cursor": after} if after else {}))
+        paged += [i["event"]["data"]["flag"]["id"] for i in page["items"]]
+        if (after := page["next_cursor"]) is None:
+            break
+    assert paged == published
     later = await publish(client, world)
     page = await feed(client, world, "SCHOOL-A", cursor=cursor)
     assert [i["event"]["data"]["flag"]["id"] for i in page["items"]] == [later["id"]]

@@ -98,9 +98,10 @@ async def feed(
         if items or time.monotonic() >= deadline:
             break
         await asyncio.sleep(min(0.25, max(deadline - time.monotonic(), 0)))
-    next_cursor = encode_cursor(items[-1]["seq"]) if items else cursor
+    # Null when nothing more is there yet, as on every list: a client paging until null stops
+    # once it has caught up, and resumes later with the cursor it holds.
     return {"items": [{"delivery_id": i["delivery_id"], "event": i["event"]} for i in items],
-            "next_cursor": next_cursor}
+            "next_cursor": encode_cursor(items[-1]["seq"]) if items else None}
 
 
 @router.post("/deliveries/{delivery_id}/ack", response_model=AckOut,

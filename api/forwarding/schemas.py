@@ -84,7 +84,9 @@ class FeedItem(BaseModel):
 
 class FeedPage(BaseModel):
     items: list[FeedItem]
-    next_cursor: str | None = Field(description="Pass back to resume after the last item")
+    next_cursor: str | None = Field(description=(
+        "Pass back to resume after the last item; null when there is nothing more yet (keep "
+        "the cursor you sent and ask again, with `wait` to long-poll)"))
 
 
 class AckCreate(BaseModel):
