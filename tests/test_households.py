@@ -92,6 +92,11 @@ async def test_adult_with_history_joining_a_household_in_another_area(client, wo
     assert data["child"]["nhs_number"] == baby.nhs
     assert data["person"]["nhs_number"] == ADULT_NHS
     assert data["person"]["joined_as"] == "household_member"
+    # named as the child view names them (every other event's child is `child_id` too)
+    child = session.exec(select(Person).where(Person.nhs_number == baby.nhs)).one()
+    adult = session.exec(select(Person).where(Person.nhs_number == ADULT_NHS)).one()
+    assert data["child"]["child_id"] == child.id and "id" not in data["child"]
+    assert data["person"]["person_id"] == adult.id and "id" not in data["person"]
     assert data["history"] == [{
         "flag_id": earlier["id"], "category": "domestic_abuse_incident",
         "role": "alleged_perpetrator", "date": data["history"][0]["date"],
@@ -263,7 +268,7 @@ async def test_a_sibling_flagged_by_a_school_reaches_the_plan_owner(client, worl
     assert [d.recipient_id for d in sent] == ["CSC-A"]
     data = sent[0].payload["data"]
     assert data["trigger"] == "flagged"
-    assert data["child"]["nhs_number"] == NHS[1]
+    assert data["child"]["nhs_number"] == NHS[1] and "child_id" in data["child"]
     assert data["flag"]["flag_id"] == flagged["id"] and data["flag"]["publisher"] == "SCHOOL-A"
     assert data["plans"] == [{"child_id": plan["child_id"], "category": "child_protection_plan",
                               "plan_flag_id": plan["id"]}]

@@ -251,7 +251,7 @@ def review_siblings(session: Session, policy: Policy, child_id: str, actor: Acto
     if not by_owner:
         return
     child = session.get(Person, child_id)
-    data = {"child": _identity(child), "trigger": trigger, "policy_rule": rule.id,
+    data = {"child": _identity(child, "child_id"), "trigger": trigger, "policy_rule": rule.id,
             "purpose": rule.purpose, "lawful_basis": rule.lawful_basis.model_dump()}
     if flag is not None:
         sibling_flag, version, publisher = flag
@@ -288,8 +288,8 @@ def _raise_risk_joined(session: Session, rule: HouseholdRiskRule, link: PersonLi
     person = session.get(Person, link.person_id)
     child = session.get(Person, link.child_id)
     data = {
-        "child": _identity(child), "areas": sorted(areas),
-        "person": {**_identity(person), "joined_as": link.role,
+        "child": _identity(child, "child_id"), "areas": sorted(areas),
+        "person": {**_identity(person, "person_id"), "joined_as": link.role,
                    "relationship": link.relationship, "recorded_by": link.agency_id},
         "history": [item.told() for item in untold],
         "purpose": rule.purpose, "lawful_basis": rule.lawful_basis.model_dump(),
@@ -339,9 +339,11 @@ def _claim(session: Session, person_id: str, child_id: str, flag_id: str, event_
         return False
 
 
-def _identity(person: Person) -> dict:
-    """Who the alert is about, enough to find the person in the recipient's own records."""
-    return {"id": person.id, "nhs_number": person.nhs_number,
+def _identity(person: Person, id_key: str) -> dict:
+    """Who the alert is about, enough to find the person in the recipient's own records; the
+    id named as every event and view names it (`child_id` for a child, `person_id` for
+    anyone else)."""
+    return {id_key: person.id, "nhs_number": person.nhs_number,
             "given_name": person.given_name, "family_name": person.family_name,
             "birth_date": person.birth_date.isoformat() if person.birth_date else None,
             "unborn": person.unborn,
