@@ -114,7 +114,10 @@ class HouseholdRiskEntry(BaseModel):
 class ChildView(BaseModel):
     child: ChildIdentity
     access: ReadAccess
-    flags: list[ChronologyFlag] = Field(description="Visible flags, newest first")
+    flags: list[ChronologyFlag] = Field(description=(
+        "Visible flags, newest first: the most recently published first (when what a flag "
+        "records happened is its `occurred_at` and `period`, which not every reader is "
+        "given: the order must not tell it)"))
     related_people: list[PersonOut]
     household: list[PersonOut] = Field(description="Parents and household members")
     siblings: list[SiblingOut]
