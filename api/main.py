@@ -25,6 +25,7 @@ from api.children.router import router as children_router
 from api.console.router import install as install_console
 from api.db import get_engine, utcnow
 from api.flags.router import router as flags_router
+from api.forwarding.openapi import webhook_routes
 from api.forwarding.router import router as forwarding_router
 from api.forwarding.sealing import ensure_sealed
 from api.forwarding.worker import start_in_process
@@ -67,6 +68,7 @@ def create_app(settings: Settings | None = None,
         version="0.1.0",
         summary="Share child safeguarding flags between agencies safely and provably",
         lifespan=lifespan,
+        webhooks=webhook_routes(),
     )
     app.state.settings = settings
     app.state.policy = policy
