@@ -76,3 +76,16 @@ async def test_a_row_another_request_wrote_first_is_a_409_not_a_500(client, worl
         Idempotency(session, "POLICE-A", None, "").commit(200, {})
     assert caught.value.status == 409
     assert session.exec(select(func.count()).select_from(FlagVersion)).one() == 1
+
+
+async def test_a_write_answers_times_as_a_read_of_the_same_record_does(client, world, session):
+    """A client that keeps the `created_at` a write returned and compares it with a later read
+    must find the same string: the answer of a write is stored for replays and was written as
+    `+00:00` while reads wrote `Z`."""
+    sub = await client.post("/v1/subscriptions", json={"delivery": {"mode": "feed"}},
+                            headers={**world.auth("SCHOOL-A"), "Idempotency-Key": "s1"})
+    assert sub.status_code == 201, sub.text
+    [listed] = (await client.get("/v1/subscriptions", headers=world.auth("SCHOOL-A"))).json()[
+        "items"]
+    assert sub.json()["created_at"] == listed["created_at"]
+    assert sub.json()["created_at"].endswith("Z")
