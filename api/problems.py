@@ -1,17 +1,24 @@
-"""RFC 9457 problem details for every error, and the request body size limit."""
+"""RFC 9457 problem details for every error, and the request body size limit.
+
+A 422 names every bad field of a body at once, those judged in context too (api.validation).
+"""
 
 from __future__ import annotations
 
 import logging
 import uuid
-from typing import Any
+from collections.abc import Mapping
+from typing import Any, TypeVar
 
 from fastapi import FastAPI, Request
+from fastapi.concurrency import run_in_threadpool
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from api.validation import BodyContext, ContextChecked, request_context
 
 log = logging.getLogger("flagshare")
 
@@ -84,7 +91,26 @@ class ProblemError(Exception):
 
 def invalid(field: str, message: str) -> ProblemError:
     """422 naming one bad field."""
-    return ProblemError(422, f"{field}: {message}", errors=[{"field": field, "message": message}])
+    return invalid_fields([{"field": field, "message": message}])
+
+
+def invalid_fields(fields: list[dict[str, str]]) -> ProblemError:
+    """422 naming every bad field."""
+    detail = "; ".join(f"{f['field']}: {f['message']}" for f in fields)
+    return ProblemError(422, detail, errors=fields)
+
+
+Body = TypeVar("Body", bound=ContextChecked)
+
+
+def validated(body: Body, context: BodyContext) -> Body:
+    """The body validated again, in context: its fields valid only there are judged too (the
+    schema's were, before the route was called). A 422 names every bad field."""
+    sent = body.model_dump(exclude_unset=True)
+    try:
+        return type(body).model_validate(sent, context=context)
+    except ValidationError as exc:
+        raise invalid_fields(_field_problems(_in_body(exc), sent)) from None
 
 
 def not_found(what: str = "resource") -> ProblemError:
@@ -112,11 +138,53 @@ def problem_response(
     return JSONResponse(body, status_code=status, media_type=PROBLEM_JSON, headers=headers)
 
 
-def _field_name(loc: tuple[Any, ...]) -> str:
-    parts = [str(p) for p in loc if p not in ("body", "query", "path", "header", "form")]
-    # Pydantic names union/validator branches like "function-after[...]"; drop them.
-    parts = [p for p in parts if "[" not in p]
-    return ".".join(parts) or "body"
+def _field_problems(errors: list[dict[str, Any]], body: Any) -> list[dict[str, str]]:
+    """Each validation error as the field it names, with its message."""
+    return [{"field": _field_name(tuple(e["loc"]), body),
+             "message": e.get("msg", "invalid").removeprefix("Value error, ")} for e in errors]
+
+
+def _field_name(loc: tuple[Any, ...], body: Any) -> str:
+    """A parameter's name, or a path in the body as the client sent it.
+
+    Pydantic's `loc` also names steps that are not in the body: a tagged union's tag (the
+    `webhook` of `delivery.webhook.secret`, where the body has `delivery.secret`) and
+    validator branches (`function-after[...]`). A step is kept if the body holds it there, or
+    if it is the last, a field the body lacks."""
+    source, *steps = loc
+    if source != "body":  # query, path, header, cookie
+        return ".".join(str(s) for s in steps if "[" not in str(s))
+    path, node = [], body
+    for i, step in enumerate(steps):
+        if (isinstance(node, Mapping) and step in node) or (
+                isinstance(node, list) and isinstance(step, int) and step < len(node)):
+            node = node[step]
+        elif i < len(steps) - 1 or "[" in str(step):
+            continue
+        path.append(str(step))
+    return ".".join(path) or "body"
+
+
+def _in_body(exc: ValidationError) -> list[dict[str, Any]]:
+    """A body model's errors located as FastAPI locates a body's."""
+    return [{**e, "loc": ("body", *e["loc"])} for e in exc.errors()]
+
+
+def _body_model(request: Request) -> Any:
+    """The model of the body the matched route takes, if any."""
+    field = getattr(request.scope.get("route"), "body_field", None)
+    return None if field is None else field.field_info.annotation
+
+
+def _errors_in_request_context(request: Request, model: type[BaseModel],
+                               body: dict[str, Any]) -> list[dict[str, Any]]:
+    """Every problem of the body, those only its context shows too."""
+    with request_context(request) as context:
+        try:
+            model.model_validate(body, context=context)
+        except ValidationError as exc:
+            return _in_body(exc)
+    return []
 
 
 def _problem_schemas() -> dict[str, Any]:
@@ -180,19 +248,23 @@ def install(app: FastAPI) -> None:
         )
 
     @app.exception_handler(RequestValidationError)
-    async def _validation(_: Request, exc: RequestValidationError):
+    async def _validation(request: Request, exc: RequestValidationError):
         errs = exc.errors()
         if any(e.get("type") == "json_invalid" for e in errs):
             return problem_response(400, "The request body is not valid JSON.")
-        fields = []
-        for e in errs:
-            msg = e.get("msg", "invalid")
-            msg = msg.removeprefix("Value error, ")
-            fields.append({"field": _field_name(tuple(e.get("loc", ()))), "message": msg})
         if any(e.get("type") == "model_attributes_type" and e.get("loc") == ("body",) for e in errs):
             return problem_response(400, "The request body must be a JSON object.")
-        detail = "; ".join(f"{f['field']}: {f['message']}" for f in fields)
-        return problem_response(422, detail, errors=fields)
+        model = _body_model(request)
+        if isinstance(exc.body, dict) and isinstance(model, type) and issubclass(
+                model, ContextChecked):
+            # And the problems only its context shows (read from the database: off the event
+            # loop), so that this one 422 names every bad field.
+            in_context = await run_in_threadpool(_errors_in_request_context, request, model,
+                                                 exc.body)
+            reported = {(e["loc"], e["msg"]) for e in errs}
+            errs = errs + [e for e in in_context if (e["loc"], e["msg"]) not in reported]
+        problem = invalid_fields(_field_problems(errs, exc.body))
+        return problem_response(422, problem.detail, errors=problem.errors)
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(_: Request, exc: StarletteHTTPException):

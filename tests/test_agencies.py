@@ -185,6 +185,17 @@ async def test_well_formed_but_unknown_area_is_422(client, world, session, polic
     assert agency_count(session) == before
 
 
+async def test_an_unknown_area_is_named_with_the_fields_the_schema_refuses(client, world,
+                                                                          session):
+    before = agency_count(session)
+    r = await register(client, world, kind="dentist", area="E09999999", name="")
+    assert field_errors(r) == {"kind", "area", "name"}
+    area = next(e for e in r.json()["errors"] if e["field"] == "area")
+    assert area["message"] == ("E09999999 is not an area known to this service (not in the "
+                               "policy data and no registered agency there)")
+    assert agency_count(session) == before
+
+
 async def test_area_of_a_registered_agency_is_known_without_policy(client, world, session, policy):
     assert UNLISTED_AREA not in policy.areas
     problem(await register(client, world, area=UNLISTED_AREA), 422)

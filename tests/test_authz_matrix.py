@@ -241,6 +241,33 @@ def test_each_role_sees_only_what_it_may(app_session_per_request, world, session
     assert not wrong, "\n".join(wrong)
 
 
+# Writes whose bodies are bad in two fields, one of them judged against the policy or the
+# registered agencies, and who may make each (every other caller is one of the roles below).
+BAD_WRITES = {
+    "/v1/flags": ({**flag_body(), "category": "nope", "severity": "extreme"},
+                  {"POLICE-A", "CSC-A", "GP-A"}),
+    "/v1/agencies": ({"id": "NEW-GP", "name": "", "kind": "gp", "area": "E09999999"},
+                     {"admin"}),
+    "/v1/transfers": ({"subject": {"nhs_number": NHS[0]}, "to_area": "E06999999",
+                       "plan": "early_help", "notified_at": "2026-11-20T09:30:00+00:00"},
+                      {"CSC-A"}),
+    "/v1/subscriptions": ({"categories": ["weather"], "delivery": {
+        "mode": "webhook", "url": "https://x.example/h", "secret": "abc"}},
+        {"POLICE-A", "CSC-A", "GP-A"}),
+}
+
+
+@pytest.mark.parametrize("path", sorted(BAD_WRITES))
+def test_a_caller_who_may_not_write_is_refused_before_the_body_is_judged(app, world, path):
+    body, allowed = BAD_WRITES[path]
+    client = ASGIClient(app)
+    assert client.post(path, json=body).status_code == 401
+    for who in ("POLICE-A", "CSC-A", "GP-A", "mash.a", "auditor", "admin"):
+        r = client.post(path, json=body, headers=world.auth(who))
+        assert r.status_code == (422 if who in allowed else 403), (who, r.text)
+        assert ("errors" in r.json()) == (who in allowed), (who, r.text)
+
+
 @pytest.mark.parametrize("route", sorted(PUBLIC), ids=" ".join)
 def test_public_routes_need_no_token(route, app):
     response = ASGIClient(app).request(*route)

@@ -182,6 +182,30 @@ async def test_invalid_flags_are_422_naming_the_field(client, world, session, ov
     assert count(session, Flag) == 0 and count(session, Person) == 0
 
 
+async def test_one_422_names_every_bad_field_the_policy_judges_too(client, world, session):
+    """An unknown category is judged against the policy in force, yet named in the same 422
+    as the fields the schema refuses: the client fixes them all at once."""
+    audited = count(session, AuditEvent)
+    r = await publish(client, world, category="nope", severity="extreme",
+                      lawful_basis={"article6": "public task"})
+    assert r.status_code == 422, r.text
+    errors = {e["field"]: e["message"] for e in r.json()["errors"]}
+    assert errors.keys() == {"category", "severity", "lawful_basis.article6"}
+    assert errors["category"].startswith("unknown category 'nope'; the policy defines: ")
+    assert count(session, Flag) == 0 and count(session, Person) == 0
+    assert count(session, AuditEvent) == audited
+
+
+async def test_a_body_the_policy_would_refuse_with_a_bad_field_is_422_and_not_recorded(
+        client, world, session):
+    """A refusal is a decision recorded in the audit log: only for a body with no bad field."""
+    audited = count(session, AuditEvent)
+    r = await publish(client, world, who="SCHOOL-A", severity="extreme")
+    assert r.status_code == 422, r.text
+    assert [e["field"] for e in r.json()["errors"]] == ["severity"]
+    assert count(session, AuditEvent) == audited
+
+
 async def test_occurred_at_may_be_a_clock_skew_ahead_and_no_more(client, world, session):
     soon = await publish(client, world, occurred_at=(utcnow() + timedelta(minutes=1)).isoformat())
     assert soon.status_code == 201, soon.text

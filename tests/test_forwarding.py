@@ -284,7 +284,7 @@ async def test_subscription_cannot_widen_the_policy(client, world, child, sessio
 @pytest.mark.parametrize("body, field", [
     ({"delivery": {"mode": "webhook", "url": "ftp://x.example/h"}}, "delivery.url"),
     ({"delivery": {"mode": "webhook", "url": "https://x.example/h", "secret": "abc"}},
-     "delivery.webhook.secret"),
+     "delivery.secret"),
     ({"delivery": {"mode": "pigeon"}}, "delivery"),
     ({"delivery": {"mode": "feed"}, "categories": ["weather"]}, "categories.0"),
     ({"delivery": {"mode": "feed"}, "areas": ["E06999999"]}, "areas.0"),
@@ -296,6 +296,34 @@ async def test_bad_subscriptions_are_422(client, world, session, body, field):
     assert r.status_code == 422, r.text
     assert any(e["field"].startswith(field.split(".")[0]) for e in r.json()["errors"])
     assert session.exec(select(Subscription)).all() == []
+
+
+UNKNOWN_AREA = ("E06999999 is not an area known to this service (not in the policy data and "
+                "no registered agency there)")
+
+
+@pytest.mark.parametrize("body, errors", [
+    ({"categories": ["domestic_abuse_incident", "weather"], "areas": ["E06999999"],
+      "delivery": {"mode": "webhook", "url": "ftp://x.example/h", "secret": "abc"}},
+     {"categories.1": "unknown category 'weather'", "areas.0": UNKNOWN_AREA,
+      "delivery.url": "must be an absolute http(s) URL with a host",
+      "delivery.secret": "must start with whsec_"}),
+    ({"categories": ["weather"], "areas": ["E08000025", "E06999999"],
+      "delivery": {"mode": "webhook", "url": "ftp://x.example/h"}},
+     {"categories.0": "unknown category 'weather'", "areas.1": UNKNOWN_AREA,
+      "delivery.url": "must be an absolute http(s) URL with a host"}),
+], ids=["with-a-field-the-schema-refuses", "each-judged-in-context"])
+async def test_one_422_names_every_bad_field_by_its_path_in_the_body(client, world, session,
+                                                                     body, errors):
+    """Categories and areas are judged against the policy and the registered agencies, the
+    URL against the settings: all named in one 422, with any field the schema refuses, each
+    where it is in the body (`delivery.secret`, not pydantic's `delivery.webhook.secret`)."""
+    audited = len(session.exec(select(AuditEvent)).all())
+    r = await client.post("/v1/subscriptions", json=body, headers=world.auth("SCHOOL-A"))
+    assert r.status_code == 422, r.text
+    assert {e["field"]: e["message"] for e in r.json()["errors"]} == errors
+    assert session.exec(select(Subscription)).all() == []
+    assert len(session.exec(select(AuditEvent)).all()) == audited
 
 
 def test_ssrf_guard_outside_development(settings):

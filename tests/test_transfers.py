@@ -90,6 +90,40 @@ async def test_bad_transfers_write_nothing(client, world, session, who, override
     assert session.exec(select(func.count()).select_from(Delivery)).one() == 0
 
 
+@pytest.mark.parametrize("override, errors", [
+    ({"plan": "early_help", "to_area": "E06999999"}, {
+        "plan": None,
+        "to_area": "E06999999 is not an area known to this service (not in the policy data "
+                   "and no registered agency there)"}),
+    ({"plan": "early_help", "to_area": "E08000025"}, {  # CSC-A's own area
+        "plan": None, "to_area": "must be another area than your own"}),
+    ({"notified_at": "2999-11-20T09:30:00+00:00", "receiving_agency": "GP-B"}, {
+        "notified_at": None, "receiving_agency": "must be children's social care in E08000028"}),
+    ({"to_area": "E06999999", "receiving_agency": "GP-B"}, {
+        "to_area": "E06999999 is not an area known to this service (not in the policy data "
+                   "and no registered agency there)",
+        "receiving_agency": "must be children's social care"}),
+], ids=["unknown-area", "own-area", "receiving-agency", "receiving-agency-of-a-bad-area"])
+async def test_one_422_names_every_bad_field(client, world, session, override, errors):
+    r = await create(client, world, **override)
+    assert r.status_code == 422, r.text
+    named = {e["field"]: e["message"] for e in r.json()["errors"]}
+    assert named.keys() == errors.keys()
+    assert all(named[field] == message for field, message in errors.items() if message)
+    assert session.exec(select(func.count()).select_from(Transfer)).one() == 0
+    assert session.exec(select(func.count()).select_from(Delivery)).one() == 0
+
+
+@pytest.mark.parametrize("who", ["POLICE-A", "GP-B"])
+async def test_only_social_care_is_told_what_is_wrong_with_a_transfer(client, world, session,
+                                                                       who):
+    """An agency that may not record transfers at all is refused before its body is judged."""
+    r = await create(client, world, who=who, plan="early_help", to_area="E06999999")
+    assert r.status_code == 403, r.text
+    assert "errors" not in r.json()
+    assert session.exec(select(func.count()).select_from(Transfer)).one() == 0
+
+
 async def test_accept_by_the_receiving_area_only(client, world, session):
     t = (await create(client, world)).json()
     url = f"/v1/transfers/{t['id']}/accept"

@@ -1,18 +1,23 @@
-from pydantic import BaseModel, ConfigDict, Field
+from typing import Annotated
 
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+
+from api.agencies.areas import known_area
 from api.policy.schema import AgencyKind
+from api.validation import ContextChecked
 
 AREA_PATTERN = r"^E(06|08|09|10)\d{6}$"
 
 
-class AgencyCreate(BaseModel):
+class AgencyCreate(ContextChecked):
     model_config = ConfigDict(extra="forbid")
 
     id: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{1,63}$",
                     description="The agency's own code, e.g. an ODS code such as P81001")
     name: str = Field(min_length=1, max_length=200)
     kind: AgencyKind
-    area: str = Field(pattern=AREA_PATTERN, description="ONS code of the local authority area")
+    area: Annotated[str, AfterValidator(known_area)] = Field(
+        pattern=AREA_PATTERN, description="ONS code of the local authority area")
 
 
 class AgencyOut(BaseModel):

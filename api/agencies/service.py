@@ -3,11 +3,13 @@ from typing import Any
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, select
 
+from api.agencies import areas
 from api.agencies.models import Agency
 from api.agencies.schemas import AgencyCreate
 from api.auth.passwords import NewSecret
 from api.policy.loader import Policy
-from api.problems import ProblemError, invalid, not_found
+from api.problems import ProblemError, invalid, not_found, validated
+from api.validation import BodyContext
 
 
 def find(session: Session, agency_id: str) -> Agency | None:
@@ -22,17 +24,10 @@ def cursor_id(after: Any) -> str | None:
     return after
 
 
-def known_areas(session: Session, policy: Policy) -> set[str]:
-    """Areas listed in the policy data plus those of registered agencies."""
-    return set(policy.areas) | set(session.exec(select(Agency.area).distinct()).all())
-
-
-def check_area(session: Session, policy: Policy, area: str, field: str = "area") -> None:
-    if area not in policy.areas and session.exec(
-        select(Agency.id).where(Agency.area == area).limit(1)
-    ).first() is None:
-        raise invalid(field, f"{area} is not an area known to this service (not in the policy "
-                      "data and no registered agency there)")
+def check_area(session: Session, policy: Policy, area: str) -> None:
+    """422 naming the `area` parameter if it is not an area the service knows."""
+    if not areas.is_known(session, policy, area):
+        raise invalid("area", areas.unknown(area))
 
 
 class AlreadyRegistered(ProblemError):
@@ -42,7 +37,7 @@ class AlreadyRegistered(ProblemError):
 
 def register(session: Session, policy: Policy, body: AgencyCreate, secret: NewSecret) -> Agency:
     """Register an agency with a client secret (made beforehand), stored hashed."""
-    check_area(session, policy, body.area)
+    body = validated(body, BodyContext(policy, session))
     if session.get(Agency, body.id) is not None:
         raise AlreadyRegistered(body.id)
     agency = Agency(id=body.id, name=body.name, kind=body.kind, area=body.area,

@@ -4,11 +4,14 @@ from datetime import date, datetime, timedelta
 from typing import Annotated, Literal
 
 from pydantic import (
-    AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field, field_validator, model_validator,
+    AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field, ValidationInfo, field_validator,
+    model_validator,
 )
 
 from api.db import utcnow
 from api.identity.schemas import RelatedPerson, Subject
+from api.policy.rules import unknown_category
+from api.validation import ContextChecked
 
 Purpose = Literal["safeguarding", "child_protection", "early_help", "care_planning"]
 CLOCK_SKEW = timedelta(minutes=5)
@@ -61,7 +64,7 @@ def _plain_text(value: str) -> str:
     return value
 
 
-class FlagCreate(BaseModel):
+class FlagCreate(ContextChecked):
     model_config = ConfigDict(extra="forbid")
 
     subject: Subject
@@ -77,6 +80,14 @@ class FlagCreate(BaseModel):
     related_people: list[RelatedPerson] = Field(default=[], max_length=50)
 
     _summary = field_validator("summary")(lambda cls, v: _plain_text(v))
+
+    @field_validator("category")
+    @classmethod
+    def _in_the_policy(cls, category: str, info: ValidationInfo) -> str:
+        """One the policy in force defines (judged in context)."""
+        if info.context is not None and category not in info.context.policy.categories:
+            raise ValueError(unknown_category(info.context.policy, category))
+        return category
 
     @field_validator("related_people")
     @classmethod

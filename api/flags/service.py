@@ -27,10 +27,11 @@ from api.identity.scope import child_areas
 from api.policy import rules
 from api.policy.language import summary_warnings
 from api.policy.loader import Policy
-from api.problems import ProblemError, invalid, not_found
+from api.problems import ProblemError, invalid, not_found, validated
 from api.reports import service as reports
 from api.transfers.moves import check_for_move
 from api.transfers.working_days import england_date
+from api.validation import BodyContext
 
 PLAN_CATEGORIES = ("child_protection_plan", "child_in_need", "looked_after_child")
 MINIMUM_FIELDS = ["summary"]
@@ -39,6 +40,8 @@ MASH_FIELDS = frozenset({"summary", "details", "related_people", "period", "occu
 
 
 def publish(session: Session, policy: Policy, agency: Agency, body: FlagCreate) -> dict:
+    # Every bad field is a 422 before the policy decides: a refusal is recorded.
+    body = validated(body, BodyContext(policy, session))
     basis = rules.LawfulBasis(**body.lawful_basis.model_dump())
     try:
         publish_rule = rules.check_publish(policy, body.category, agency.kind, body.purpose, basis)

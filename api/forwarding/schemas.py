@@ -4,7 +4,14 @@ import base64
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
+from pydantic import (
+    AfterValidator, BaseModel, ConfigDict, Field, StringConstraints, ValidationInfo,
+    field_validator,
+)
+
+from api.agencies.areas import known_area
+from api.forwarding.targets import check_url
+from api.validation import ContextChecked
 
 
 class WebhookDelivery(BaseModel):
@@ -15,6 +22,15 @@ class WebhookDelivery(BaseModel):
     secret: str | None = Field(default=None, max_length=200,
                                description="whsec_ + base64 of 24-64 random bytes; generated "
                                "and returned once if absent")
+
+    @field_validator("url")
+    @classmethod
+    def _allowed_target(cls, url: str, info: ValidationInfo) -> str:
+        """One the SSRF guard allows under the settings (judged in context); the addresses it
+        resolves to are checked before each send."""
+        if info.context is not None:
+            check_url(url, info.context.settings, resolve=False)
+        return url
 
     @field_validator("secret")
     @classmethod
@@ -38,13 +54,22 @@ class FeedDelivery(BaseModel):
     mode: Literal["feed"]
 
 
-class SubscriptionCreate(BaseModel):
+def _in_the_policy(category: str, info: ValidationInfo) -> str:
+    """A category the policy in force defines (judged in context)."""
+    if info.context is not None and category not in info.context.policy.categories:
+        raise ValueError(f"unknown category {category!r}")
+    return category
+
+
+class SubscriptionCreate(ContextChecked):
     model_config = ConfigDict(extra="forbid")
 
     # An empty list would select nothing: leave it out to select every one.
-    categories: list[Annotated[str, StringConstraints(max_length=64)]] | None = Field(
+    categories: list[Annotated[str, StringConstraints(max_length=64),
+                               AfterValidator(_in_the_policy)]] | None = Field(
         default=None, min_length=1, max_length=100)
-    areas: list[Annotated[str, StringConstraints(max_length=64)]] | None = Field(
+    areas: list[Annotated[str, StringConstraints(max_length=64),
+                          AfterValidator(known_area)]] | None = Field(
         default=None, min_length=1, max_length=200)
     delivery: Annotated[WebhookDelivery | FeedDelivery, Field(discriminator="mode")]
 

@@ -12,17 +12,16 @@ from sqlalchemy import bindparam, func, text
 from sqlmodel import Session, or_, select
 
 from api.agencies.models import Agency
-from api.agencies.service import check_area
 from api.audit import service as audit
 from api.db import utcnow
 from api.flags.models import Flag
 from api.forwarding.models import Delivery, Subscription
 from api.forwarding.sealing import seal
 from api.forwarding.schemas import AckCreate, SubscriptionCreate
-from api.forwarding.targets import TargetRefused, check_url
 from api.policy.loader import Policy
-from api.problems import ProblemError, invalid, not_found
+from api.problems import ProblemError, not_found, validated
 from api.settings import Settings
+from api.validation import BodyContext
 
 
 # The events that carry a flag to a recipient, which it acknowledges and is chased for.
@@ -35,17 +34,9 @@ def new_event_id() -> str:
 
 def subscribe(session: Session, policy: Policy, settings: Settings, agency: Agency,
               body: SubscriptionCreate) -> tuple[Subscription, str | None]:
-    for i, category in enumerate(body.categories or []):
-        if category not in policy.categories:
-            raise invalid(f"categories.{i}", f"unknown category {category!r}")
-    for i, area in enumerate(body.areas or []):
-        check_area(session, policy, area, field=f"areas.{i}")
+    body = validated(body, BodyContext(policy, session, settings))
     secret = None
     if body.delivery.mode == "webhook":
-        try:
-            check_url(body.delivery.url, settings, resolve=False)
-        except TargetRefused as exc:
-            raise invalid("delivery.url", str(exc)) from exc
         secret = body.delivery.secret or "whsec_" + base64.b64encode(
             secrets.token_bytes(32)).decode()
     sub = Subscription(agency_id=agency.id, categories=body.categories, areas=body.areas,

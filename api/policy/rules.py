@@ -63,9 +63,14 @@ class PublishRefused(ProblemError):
 def category_policy(policy: Policy, category: str) -> CategoryPolicy:
     cat = policy.categories.get(category)
     if cat is None:
-        raise invalid("category", f"unknown category {category!r}; the policy defines: "
-                      + ", ".join(sorted(policy.categories)))
+        raise invalid("category", unknown_category(policy, category))
     return cat
+
+
+def unknown_category(policy: Policy, category: str) -> str:
+    """Why a flag cannot be of this category, for a caller who must pick another."""
+    return (f"unknown category {category!r}; the policy defines: "
+            + ", ".join(sorted(policy.categories)))
 
 
 def check_publish(

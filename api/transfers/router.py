@@ -1,8 +1,9 @@
 from datetime import date
 from typing import Annotated, Literal
 
-from fastapi import APIRouter, Depends, Query
+from fastapi import APIRouter, Depends, Query, Request
 
+from api.agencies.models import Agency
 from api.auth.principal import CallingAgency, CurrentPrincipal, Principal, require_roles
 from api.deps import ClockDep, PolicyDep, SessionDep
 from api.idempotency.service import IdempotencyDep
@@ -13,9 +14,18 @@ from api.transfers.schemas import (
     DismissMove, SuspectedMoveOut, TransferClose, TransferCreate, TransferOut,
 )
 from api.transfers.working_days import england_date
+from api.validation import note_caller
 
 router = APIRouter(prefix="/v1", tags=["transfers"])
 AREA = Query(pattern=r"^E(06|08|09|10)\d{6}$")
+
+
+async def social_care(request: Request, agency: CallingAgency) -> Agency:
+    """The calling agency, which must be children's social care: any other is refused before
+    its body is judged. Its area is where a transfer cannot go, for the 422 handler too."""
+    service.require_social_care(agency)
+    note_caller(request, agency)
+    return agency
 
 
 def transfer_out(t: Transfer, today: date) -> TransferOut:
@@ -31,8 +41,9 @@ def transfer_out(t: Transfer, today: date) -> TransferOut:
 
 @router.post("/transfers", status_code=201, response_model=TransferOut,
              summary="Record a transfer of a child's plan to another area (outgoing CSC)")
-def create_transfer(body: TransferCreate, agency: CallingAgency, session: SessionDep,
-                    policy: PolicyDep, idem: IdempotencyDep, clock: ClockDep):
+def create_transfer(body: TransferCreate, agency: Annotated[Agency, Depends(social_care)],
+                    session: SessionDep, policy: PolicyDep, idem: IdempotencyDep,
+                    clock: ClockDep):
     if replay := idem.replay():
         return replay
     transfer = service.create(session, policy, agency, body)

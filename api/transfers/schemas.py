@@ -3,15 +3,19 @@ from __future__ import annotations
 from datetime import date, datetime
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
+from api.agencies.areas import known_area
+from api.agencies.models import Agency
 from api.flags.schemas import Happened
 from api.identity.schemas import Subject
+from api.validation import ContextChecked
 
 AREA_PATTERN = r"^E(06|08|09|10)\d{6}$"
+SOCIAL_CARE = "childrens_social_care"
 
 
-class TransferCreate(BaseModel):
+class TransferCreate(ContextChecked):
     model_config = ConfigDict(extra="forbid")
 
     subject: Subject
@@ -20,6 +24,29 @@ class TransferCreate(BaseModel):
     notified_at: Happened = Field(description="When the receiving area was notified")
     reason: str | None = Field(default=None, max_length=2000)
     receiving_agency: str | None = Field(default=None, max_length=64)
+
+    @field_validator("to_area")
+    @classmethod
+    def _another_known_area(cls, to_area: str, info: ValidationInfo) -> str:
+        """Not the caller's own area, and one the service knows (judged in context)."""
+        caller = info.context.caller if info.context is not None else None
+        if caller is not None and to_area == caller.area:
+            raise ValueError("must be another area than your own")
+        return known_area(to_area, info)
+
+    @field_validator("receiving_agency")
+    @classmethod
+    def _social_care_there(cls, agency_id: str | None, info: ValidationInfo) -> str | None:
+        """Children's social care in to_area (judged in context); while to_area is bad itself,
+        children's social care anywhere."""
+        if agency_id is None or info.context is None:
+            return agency_id
+        to_area = info.data.get("to_area")  # absent when bad
+        agency = info.context.session.get(Agency, agency_id)
+        if agency is None or agency.kind != SOCIAL_CARE or (to_area and agency.area != to_area):
+            raise ValueError("must be children's social care"
+                             + (f" in {to_area}" if to_area else ""))
+        return agency_id
 
 
 class TransferClose(BaseModel):

@@ -9,32 +9,30 @@ from sqlalchemy import update
 from sqlmodel import Session, or_, select
 
 from api.agencies.models import Agency
-from api.agencies.service import check_area
 from api.audit import service as audit
 from api.auth.principal import Principal
 from api.db import get_locked, utcnow
 from api.identity import service as identity
 from api.identity.models import Person
 from api.policy.loader import Policy
-from api.problems import ProblemError, invalid, not_found
+from api.problems import ProblemError, not_found, validated
 from api.transfers.models import SuspectedMove, Transfer
 from api.transfers.notify import LAWFUL_BASIS, PURPOSE, area_agencies, notify
-from api.transfers.schemas import TransferClose, TransferCreate
+from api.transfers.schemas import SOCIAL_CARE, TransferClose, TransferCreate
 from api.transfers.working_days import add_working_days, england_date, next_working_day
+from api.validation import BodyContext
 
-SOCIAL_CARE = "childrens_social_care"
+
+def require_social_care(agency: Agency) -> None:
+    """Children's social care holds a child's plan; no other agency says where it goes."""
+    if agency.kind != SOCIAL_CARE:
+        raise ProblemError(403, "Only children's social care records transfers of a plan.")
 
 
 def create(session: Session, policy: Policy, agency: Agency, body: TransferCreate) -> Transfer:
-    if agency.kind != SOCIAL_CARE:
-        raise ProblemError(403, "Only children's social care records transfers of a plan.")
-    if body.to_area == agency.area:
-        raise invalid("to_area", "must be another area than your own")
-    check_area(session, policy, body.to_area, "to_area")
-    if body.receiving_agency is not None:
-        receiving = session.get(Agency, body.receiving_agency)
-        if receiving is None or receiving.kind != SOCIAL_CARE or receiving.area != body.to_area:
-            raise invalid("receiving_agency", f"must be children's social care in {body.to_area}")
+    """A transfer recorded by children's social care (`require_social_care`, checked before
+    the body is judged)."""
+    body = validated(body, BodyContext(policy, session, caller=agency))
     child = identity.resolve_child(session, agency.id, body.subject)
     pickup_due = add_working_days(england_date(body.notified_at),
                                   policy.defaults.transfer_pickup_working_days)
