@@ -1,7 +1,7 @@
 from typing import Any
 
 from sqlalchemy.exc import IntegrityError
-from sqlmodel import Session, select
+from sqlmodel import Session
 
 from api.agencies import areas
 from api.agencies.models import Agency
