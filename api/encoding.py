@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from datetime import datetime
 from typing import Any
 
 from pydantic_core import to_jsonable_python
@@ -17,3 +18,8 @@ def json_ready(value: Any) -> Any:
     event for each recipient, so this is paid five times a flag.
     """
     return json.loads(json.dumps(value, default=to_jsonable_python))
+
+
+def rfc3339(moment: datetime | None) -> str | None:
+    """A time as the API's responses write it (UTC with `Z`), for event data built by hand."""
+    return None if moment is None else to_jsonable_python(moment)

@@ -631,3 +631,16 @@ def test_event_data_is_encoded_as_fastapi_would():
     expected["flag"]["created_at"] = encoded["flag"]["created_at"]
     assert encoded == expected
     assert encoded["flag"]["fields"] == ["summary", "details"]
+
+
+async def test_every_copy_of_an_event_says_when_it_happened_alike(client, world, child, session):
+    """One event, one time: each recipient's copy was stamped as it was queued, microseconds
+    apart; and its times are written as the API writes them (`Z`)."""
+    await publish(client, world)
+    copies = session.exec(select(Delivery).where(Delivery.event_type == "flag.shared")).all()
+    assert len(copies) >= 3 and len({d.event_id for d in copies}) == 1
+    assert len({d.payload["occurred_at"] for d in copies}) == 1
+    occurred = copies[0].payload["occurred_at"]
+    assert occurred.endswith("Z")
+    feed_copy = (await feed(client, world, copies[0].recipient_id))["items"][0]["event"]
+    assert feed_copy["occurred_at"] == occurred

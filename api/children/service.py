@@ -21,6 +21,7 @@ from api.audit import service as audit
 from api.audit.models import AuditEvent
 from api.auth.principal import Principal
 from api.db import plain_rows
+from api.encoding import rfc3339
 from api.flags import service as flags
 from api.flags.models import Flag
 from api.forwarding.models import Delivery
@@ -310,7 +311,7 @@ def alert_break_glass(session: Session, reader: Reader, child: Person, stated: P
 def _access_event(reader: Reader, child: Person, stated: Purpose, now: datetime) -> dict:
     """Who read, from which organisation, when and for what purpose (as CP-IS tells)."""
     return {
-        "child": linking.person_summary(child), "accessed_at": now.isoformat(),
+        "child": linking.person_summary(child), "accessed_at": rfc3339(now),
         "accessed_by": reader.principal.actor, "role": reader.principal.role,
         "organisation": reader.organisation,
         "organisation_kind": reader.agency.kind if reader.agency else None,

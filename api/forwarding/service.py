@@ -14,6 +14,7 @@ from sqlmodel import Session, or_, select
 from api.agencies.models import Agency
 from api.audit import service as audit
 from api.db import utcnow
+from api.encoding import rfc3339
 from api.flags.models import Flag
 from api.forwarding.models import Delivery, Subscription
 from api.forwarding.sealing import seal
@@ -134,13 +135,20 @@ def enqueue(
         return None
     mode, subscription_id = route
     event = {"id": event_id, "type": event_type,
-             "occurred_at": (occurred_at or utcnow()).isoformat(), "data": data}
+             "occurred_at": rfc3339(_occurred(session, event_id, occurred_at)), "data": data}
     delivery = Delivery(id="msg_" + uuid.uuid4().hex, event_id=event_id, event_type=event_type,
                         recipient_id=recipient_id, subscription_id=subscription_id, mode=mode,
                         payload=event, flag_id=flag_id, disclosure_id=disclosure_id,
                         acknowledge_by=acknowledge_by)
     audit.append_at_commit(session, delivery)  # keeps feed `seq` in commit order
     return delivery
+
+
+def _occurred(session: Session, event_id: str, given: datetime | None) -> datetime:
+    """When the event happened: one time for every recipient's copy of it (the first copy's,
+    unless the caller gives one), as one event has one `occurred_at`."""
+    times = session.info.setdefault("event_times", {})
+    return times.setdefault(event_id, given or utcnow())
 
 
 # Built once: read for every event sent.
@@ -248,7 +256,7 @@ def tell_publisher_of_outcome(session: Session, recipient: Agency, delivery: Del
         "delivery_id": delivery.id, "flag_id": flag.id, "child_id": flag.child_id,
         "category": flag.category, "recipient": recipient.id, "recipient_name": recipient.name,
         "recipient_area": recipient.area, "status": delivery.ack_status,
-        "outcome": delivery.ack_outcome, "acknowledged_at": delivery.acked_at.isoformat(),
+        "outcome": delivery.ack_outcome, "acknowledged_at": rfc3339(delivery.acked_at),
     }
     # Not routed by category or area: it is about the publisher's own flag, and a subscription
     # chosen for what others publish must not silence it.

@@ -29,6 +29,7 @@ from api.agencies.models import Agency
 from api.audit.checkpoints import Checkpointer
 from api.auth.keys import KeyRing
 from api.db import utcnow
+from api.encoding import rfc3339
 from api.forwarding import service
 from api.forwarding.models import Delivery, Subscription
 from api.forwarding.sealing import unseal
@@ -313,8 +314,8 @@ def alert_unacknowledged(session: Session, delivery: Delivery, reason: str) -> N
     data = {
         "delivery_id": delivery.id, "flag_id": flag.id, "child_id": flag.child_id,
         "category": flag.category, "recipient": recipient.id, "recipient_name": recipient.name,
-        "recipient_area": recipient.area, "sent_at": delivery.created_at.isoformat(),
-        "acknowledge_by": delivery.acknowledge_by.isoformat() if delivery.acknowledge_by else None,
+        "recipient_area": recipient.area, "sent_at": rfc3339(delivery.created_at),
+        "acknowledge_by": rfc3339(delivery.acknowledge_by),
         "delivery_status": delivery.status, "attempts": delivery.attempts, "reason": reason,
     }
     mash = session.exec(select(Agency.id).where(Agency.kind == "mash",

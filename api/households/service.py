@@ -20,6 +20,7 @@ from sqlmodel import Session, select
 
 from api.agencies.models import Agency
 from api.audit import service as audit
+from api.encoding import rfc3339
 from api.forwarding import service as forwarding
 from api.flags.models import Flag, FlagVersion
 from api.households.models import RiskAlert
@@ -257,7 +258,7 @@ def review_siblings(session: Session, policy: Policy, child_id: str, actor: Acto
         sibling_flag, version, publisher = flag
         data["flag"] = {"flag_id": sibling_flag.id, "category": sibling_flag.category,
                         "severity": version.severity,
-                        "published_at": sibling_flag.created_at.isoformat(),
+                        "published_at": rfc3339(sibling_flag.created_at),
                         "publisher": publisher.id, "publisher_name": publisher.name,
                         "publisher_area": publisher.area}
     event_id = forwarding.new_event_id()

@@ -12,6 +12,7 @@ from api.agencies.models import Agency
 from api.audit import service as audit
 from api.auth.principal import Principal
 from api.db import get_locked, utcnow
+from api.encoding import rfc3339
 from api.identity import service as identity
 from api.identity.models import Person
 from api.policy.loader import Policy
@@ -176,7 +177,7 @@ def event_data(session: Session, transfer: Transfer) -> dict:
         "transfer_id": transfer.id, "status": transfer.status, "plan": transfer.plan,
         "from_agency": transfer.from_agency_id, "from_area": transfer.from_area,
         "to_area": transfer.to_area, "receiving_agency": transfer.receiving_agency_id,
-        "notified_at": transfer.notified_at.isoformat(),
+        "notified_at": rfc3339(transfer.notified_at),
         "pickup_due": transfer.pickup_due.isoformat(), "reason": transfer.reason,
         "previous_transfer_id": transfer.previous_transfer_id,
         "child": {"child_id": child.id, "nhs_number": child.nhs_number,
