@@ -31,8 +31,9 @@ def require_social_care(agency: Agency) -> None:
 
 
 def create(session: Session, policy: Policy, agency: Agency, body: TransferCreate) -> Transfer:
-    """A transfer recorded by children's social care (`require_social_care`, checked before
-    the body is judged)."""
+    """A transfer recorded by children's social care (the route checks that before the body is
+    judged; checked again here for any other caller)."""
+    require_social_care(agency)
     body = validated(body, BodyContext(policy, session, caller=agency))
     child = identity.resolve_child(session, agency.id, body.subject)
     pickup_due = add_working_days(england_date(body.notified_at),
