@@ -20,9 +20,8 @@ from api.encoding import json_ready
 from api.forwarding.models import Delivery, Subscription
 from api.forwarding.sealing import SEALED, SealedSecretError, seal_stored_secrets, unseal
 from api.forwarding.targets import TargetRefused, check_url
-from api.forwarding.worker import (
-    GONE, Claimed, DeliveryWorker, error_for_publisher, parse_retry_after,
-)
+from api.forwarding.service import GONE, error_for_publisher
+from api.forwarding.worker import Claimed, DeliveryWorker, parse_retry_after
 from api.idempotency.models import IdempotencyRecord
 from api.pagination import encode_cursor
 from tests.factories import NHS, flag_body, with_passphrase
@@ -300,28 +299,32 @@ async def test_bad_subscriptions_are_422(client, world, session, body, field):
 
 UNKNOWN_AREA = ("E06999999 is not an area known to this service (not in the policy data and "
                 "no registered agency there)")
+UNKNOWN_CATEGORY = "unknown category 'weather'; the policy defines: "  # then its list
 
 
 @pytest.mark.parametrize("body, errors", [
     ({"categories": ["domestic_abuse_incident", "weather"], "areas": ["E06999999"],
       "delivery": {"mode": "webhook", "url": "ftp://x.example/h", "secret": "abc"}},
-     {"categories.1": "unknown category 'weather'", "areas.0": UNKNOWN_AREA,
+     {"categories.1": UNKNOWN_CATEGORY, "areas.0": UNKNOWN_AREA,
       "delivery.url": "must be an absolute http(s) URL with a host",
       "delivery.secret": "must start with whsec_"}),
     ({"categories": ["weather"], "areas": ["E08000025", "E06999999"],
       "delivery": {"mode": "webhook", "url": "ftp://x.example/h"}},
-     {"categories.0": "unknown category 'weather'", "areas.1": UNKNOWN_AREA,
+     {"categories.0": UNKNOWN_CATEGORY, "areas.1": UNKNOWN_AREA,
       "delivery.url": "must be an absolute http(s) URL with a host"}),
 ], ids=["with-a-field-the-schema-refuses", "each-judged-in-context"])
 async def test_one_422_names_every_bad_field_by_its_path_in_the_body(client, world, session,
-                                                                     body, errors):
+                                                                     policy, body, errors):
     """Categories and areas are judged against the policy and the registered agencies, the
     URL against the settings: all named in one 422, with any field the schema refuses, each
     where it is in the body (`delivery.secret`, not pydantic's `delivery.webhook.secret`)."""
     audited = len(session.exec(select(AuditEvent)).all())
     r = await client.post("/v1/subscriptions", json=body, headers=world.auth("SCHOOL-A"))
     assert r.status_code == 422, r.text
-    assert {e["field"]: e["message"] for e in r.json()["errors"]} == errors
+    named = {e["field"]: e["message"] for e in r.json()["errors"]}
+    errors = {field: message + ", ".join(sorted(policy.categories))
+              if message == UNKNOWN_CATEGORY else message for field, message in errors.items()}
+    assert named == errors
     assert session.exec(select(Subscription)).all() == []
     assert len(session.exec(select(AuditEvent)).all()) == audited
 
@@ -513,8 +516,9 @@ async def test_acks_are_seen_by_the_publisher(client, world, child, session):
                                  headers=world.auth("POLICE-A"))).json()["items"]
     school = next(s for s in statuses if s["recipient"] == "SCHOOL-A")
     assert school["status"] == "actioned" and school["ack_outcome"].startswith("DSL spoke")
-    assert (await client.get(f"/v1/flags/{flag['id']}/deliveries",
-                             headers=world.auth("SCHOOL-A"))).status_code == 404
+    # A recipient knows the flag exists, so it is told why it may not see the others'.
+    mine = await client.get(f"/v1/flags/{flag['id']}/deliveries", headers=world.auth("SCHOOL-A"))
+    assert mine.status_code == 403 and "Only the publishing agency" in mine.json()["detail"]
     downgrade = await client.post(url, json={"status": "received"},
                                   headers=world.auth("SCHOOL-A"))
     assert downgrade.status_code == 409

@@ -93,7 +93,9 @@ def publish(session: Session, policy: Policy, agency: Agency, body: FlagCreate) 
 def amend(session: Session, policy: Policy, agency: Agency, flag_id: str,
           body: FlagUpdate) -> dict:
     """A new version with the change; everyone who had an earlier version hears of it."""
-    flag = _flag_for_update(session, agency, flag_id)
+    # Locked, so that concurrent amendments queue and each numbers its version after the
+    # one before.
+    flag = own_flag(session, agency, flag_id, to="change a flag", locked=True)
     current = _version(session, flag)
     if current.status == "entered_in_error":
         raise ProblemError(409, "This flag was marked entered_in_error; it cannot change again.")
@@ -266,10 +268,10 @@ def share_with_new_recipients(session: Session, policy: Policy, flag: Flag) -> l
         policy, flag.category, publisher.id, context,
         _candidates(session, policy, flag.category, context))
         if d.shared and d.agency_id not in had]
-    event_id = forwarding.new_event_id()
+    event = forwarding.new_event()
     for d in decisions:
         _disclose(session, policy, flag, version, d.agency_id, True, d.reason, d.rule_id,
-                  list(d.fields), d.acknowledge_within_hours, event_id=event_id,
+                  list(d.fields), d.acknowledge_within_hours, event=event,
                   event_type="flag.shared", child=child, areas=context.areas)
     return [d.agency_id for d in decisions]
 
@@ -305,7 +307,7 @@ def record_decision(session: Session, policy: Policy, principal: Principal, flag
             child = session.get(Person, flag.child_id)
             _disclose(session, policy, flag, version, recipient.id, True,
                       f"practitioner decision: {body.reason}", None, MINIMUM_FIELDS,
-                      policy.defaults.acknowledge_within_hours, event_id=forwarding.new_event_id(),
+                      policy.defaults.acknowledge_within_hours, event=forwarding.new_event(),
                       event_type="flag.shared", child=child, areas=[recipient.area])
     session.flush()
     return decision
@@ -334,7 +336,7 @@ def _decide_and_record(session, policy, flag, version, publisher, previous, even
             decisions.append(rules.RecipientDecision(
                 agency_id, True, earlier.policy_rule, "received an earlier version of this flag",
                 tuple(earlier.fields)))
-    event_id = forwarding.new_event_id()
+    event = forwarding.new_event()
     shares = [d for d in decisions if d.shared]
     # Read once for every recipient: who is named on the flag, and how each is subscribed.
     related = (_related_people(session, [flag.id]).get(flag.id, [])
@@ -344,7 +346,7 @@ def _decide_and_record(session, policy, flag, version, publisher, previous, even
     for d in decisions:
         delivery = _disclose(session, policy, flag, version, d.agency_id, d.shared, d.reason,
                              d.rule_id, list(d.fields), d.acknowledge_within_hours,
-                             event_id=event_id, event_type=event_type, child=child,
+                             event=event, event_type=event_type, child=child,
                              areas=context.areas, related=related,
                              subscriptions=subscriptions.get(d.agency_id, []))
         if d.shared and delivery is None:
@@ -353,7 +355,7 @@ def _decide_and_record(session, policy, flag, version, publisher, previous, even
 
 
 def _disclose(session, policy, flag, version, recipient_id, shared, reason, rule_id, fields,
-              ack_hours, *, event_id, event_type, child, areas, related=None,
+              ack_hours, *, event, event_type, child, areas, related=None,
               subscriptions=None):
     """Record one recipient decision; a share also goes to the outbox in this transaction.
     `related` and `subscriptions` are read here unless the caller, deciding for many
@@ -376,7 +378,7 @@ def _disclose(session, policy, flag, version, recipient_id, shared, reason, rule
                              "acknowledge_by": disclosure.acknowledge_by},
         }
         delivery = forwarding.enqueue(
-            session, event_id=event_id, event_type=event_type, recipient_id=recipient_id,
+            session, event=event, event_type=event_type, recipient_id=recipient_id,
             data=json_ready(data), category=flag.category, areas=areas, flag_id=flag.id,
             disclosure_id=disclosure.id, acknowledge_by=disclosure.acknowledge_by,
             subscriptions=subscriptions)
@@ -450,14 +452,16 @@ def _published(flag, version, decisions, unsent, warnings) -> dict:
     }
 
 
-def _flag_for_update(session, agency, flag_id) -> Flag:
-    """The flag, locked until commit (PostgreSQL; SQLite serialises writers already), so that
-    concurrent amendments queue and each numbers its version after the one before."""
-    flag = get_locked(session, Flag, flag_id)
+def own_flag(session: Session, agency: Agency, flag_id: str, *, to: str,
+             locked: bool = False) -> Flag:
+    """The calling agency's own flag, for what only its publisher may do (`to`): not found
+    for an agency that cannot see it, 403 for a recipient, who knows that it exists.
+    `locked`: until commit (PostgreSQL; SQLite serialises writers already)."""
+    flag = get_locked(session, Flag, flag_id) if locked else session.get(Flag, flag_id)
     if flag is None or not _agency_can_see(session, agency.id, flag):
         raise not_found("flag")
     if flag.publisher_id != agency.id:
-        raise ProblemError(403, "Only the publishing agency may change a flag.")
+        raise ProblemError(403, f"Only the publishing agency may {to}.")
     return flag
 
 

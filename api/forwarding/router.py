@@ -9,17 +9,16 @@ from sqlmodel import select
 from api.audit import service as audit
 from api.auth.principal import CallingAgency
 from api.deps import PolicyDep, SessionDep, SettingsDep
-from api.flags.models import Disclosure, Flag
+from api.flags import service as flags
+from api.flags.models import Disclosure
 from api.forwarding import service
 from api.forwarding.models import Delivery, Subscription
 from api.forwarding.schemas import (
     AckCreate, AckOut, DeliveryStatus, FeedPage, SubscriptionCreate, SubscriptionCreated,
     SubscriptionOut,
 )
-from api.forwarding.worker import error_for_publisher
 from api.idempotency.service import IdempotencyDep
 from api.pagination import Page, PageDep, decode_cursor, encode_cursor, page_of
-from api.problems import not_found
 
 router = APIRouter(prefix="/v1", tags=["forwarding"])
 MAX_WAIT_SECONDS = 30
@@ -118,9 +117,7 @@ def ack(delivery_id: str, body: AckCreate, agency: CallingAgency, session: Sessi
 @router.get("/flags/{flag_id}/deliveries", response_model=Page[DeliveryStatus],
             summary="Publisher only: each recipient's delivery, acknowledgement and outcome")
 def flag_deliveries(flag_id: str, agency: CallingAgency, session: SessionDep, page: PageDep):
-    flag = session.get(Flag, flag_id)
-    if flag is None or flag.publisher_id != agency.id:
-        raise not_found("flag")
+    flags.own_flag(session, agency, flag_id, to="see who received a flag and what they did")
     q = (select(Delivery, Disclosure)
          .outerjoin(Disclosure, Disclosure.id == Delivery.disclosure_id)
          .where(Delivery.flag_id == flag_id, Delivery.event_type.in_(service.FLAG_EVENTS))
@@ -132,6 +129,6 @@ def flag_deliveries(flag_id: str, agency: CallingAgency, session: SessionDep, pa
         delivery_id=r[0].id, recipient=r[0].recipient_id, event_type=r[0].event_type,
         flag_version=r[1].flag_version if r[1] else None, mode=r[0].mode,
         status=service.delivery_status(r[0]), attempts=r[0].attempts,
-        last_error=error_for_publisher(r[0].last_error), delivered_at=r[0].delivered_at,
+        last_error=service.error_for_publisher(r[0].last_error), delivered_at=r[0].delivered_at,
         acknowledge_by=r[0].acknowledge_by, ack_outcome=r[0].ack_outcome,
         acked_at=r[0].acked_at))

@@ -11,6 +11,7 @@ from pydantic import (
 
 from api.agencies.areas import known_area
 from api.forwarding.targets import check_url
+from api.policy.rules import known_category
 from api.validation import ContextChecked
 
 
@@ -54,19 +55,12 @@ class FeedDelivery(BaseModel):
     mode: Literal["feed"]
 
 
-def _in_the_policy(category: str, info: ValidationInfo) -> str:
-    """A category the policy in force defines (judged in context)."""
-    if info.context is not None and category not in info.context.policy.categories:
-        raise ValueError(f"unknown category {category!r}")
-    return category
-
-
 class SubscriptionCreate(ContextChecked):
     model_config = ConfigDict(extra="forbid")
 
     # An empty list would select nothing: leave it out to select every one.
     categories: list[Annotated[str, StringConstraints(max_length=64),
-                               AfterValidator(_in_the_policy)]] | None = Field(
+                               AfterValidator(known_category)]] | None = Field(
         default=None, min_length=1, max_length=100)
     areas: list[Annotated[str, StringConstraints(max_length=64),
                           AfterValidator(known_area)]] | None = Field(

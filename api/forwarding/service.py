@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import base64
+import re
 import secrets
 import uuid
 from collections.abc import Iterable
+from dataclasses import dataclass
 from datetime import datetime
 
+import httpx
 from sqlalchemy import bindparam, func, text
 from sqlmodel import Session, or_, select
 
@@ -19,6 +22,7 @@ from api.flags.models import Flag
 from api.forwarding.models import Delivery, Subscription
 from api.forwarding.sealing import seal
 from api.forwarding.schemas import AckCreate, SubscriptionCreate
+from api.forwarding.targets import UNRESOLVED
 from api.policy.loader import Policy
 from api.problems import ProblemError, not_found, validated
 from api.settings import Settings
@@ -29,8 +33,17 @@ from api.validation import BodyContext
 FLAG_EVENTS = ("flag.shared", "flag.updated")
 
 
-def new_event_id() -> str:
-    return "evt_" + uuid.uuid4().hex
+@dataclass(frozen=True)
+class NewEvent:
+    """One event, however many recipients get a copy: each copy carries its id and the time
+    it happened."""
+
+    id: str
+    occurred_at: datetime
+
+
+def new_event(occurred_at: datetime | None = None) -> NewEvent:
+    return NewEvent("evt_" + uuid.uuid4().hex, occurred_at or utcnow())
 
 
 def subscribe(session: Session, policy: Policy, settings: Settings, agency: Agency,
@@ -108,11 +121,10 @@ def _fresh_seqs(session: Session, n: int) -> list[int]:
 def enqueue(
     session: Session,
     *,
-    event_id: str,
+    event: NewEvent,
     event_type: str,
     recipient_id: str,
     data: dict,
-    occurred_at: datetime | None = None,
     category: str | None = None,
     areas: Iterable[str] = (),
     flag_id: str | None = None,
@@ -134,21 +146,14 @@ def enqueue(
     if route is None:
         return None
     mode, subscription_id = route
-    event = {"id": event_id, "type": event_type,
-             "occurred_at": rfc3339(_occurred(session, event_id, occurred_at)), "data": data}
-    delivery = Delivery(id="msg_" + uuid.uuid4().hex, event_id=event_id, event_type=event_type,
+    payload = {"id": event.id, "type": event_type, "occurred_at": rfc3339(event.occurred_at),
+               "data": data}
+    delivery = Delivery(id="msg_" + uuid.uuid4().hex, event_id=event.id, event_type=event_type,
                         recipient_id=recipient_id, subscription_id=subscription_id, mode=mode,
-                        payload=event, flag_id=flag_id, disclosure_id=disclosure_id,
+                        payload=payload, flag_id=flag_id, disclosure_id=disclosure_id,
                         acknowledge_by=acknowledge_by)
     audit.append_at_commit(session, delivery)  # keeps feed `seq` in commit order
     return delivery
-
-
-def _occurred(session: Session, event_id: str, given: datetime | None) -> datetime:
-    """When the event happened: one time for every recipient's copy of it (the first copy's,
-    unless the caller gives one), as one event has one `occurred_at`."""
-    times = session.info.setdefault("event_times", {})
-    return times.setdefault(event_id, given or utcnow())
 
 
 # Built once: read for every event sent.
@@ -260,13 +265,39 @@ def tell_publisher_of_outcome(session: Session, recipient: Agency, delivery: Del
     }
     # Not routed by category or area: it is about the publisher's own flag, and a subscription
     # chosen for what others publish must not silence it.
-    enqueue(session, event_id=new_event_id(), event_type="delivery.acknowledged",
-            recipient_id=flag.publisher_id, data=data, occurred_at=delivery.acked_at,
-            flag_id=flag.id)
+    enqueue(session, event=new_event(delivery.acked_at), event_type="delivery.acknowledged",
+            recipient_id=flag.publisher_id, data=data, flag_id=flag.id)
 
 
 def delivery_status(d: Delivery) -> str:
     return d.ack_status or d.status
+
+
+# Error texts the worker writes, which `error_for_publisher` recognises.
+REFUSED = "target refused: "
+GONE = "HTTP 410: subscription disabled; available in the feed"
+# What each kind of httpx failure is called for the publisher, most specific first.
+HTTPX_FAILURES = ((httpx.TimeoutException, "timed out"),
+                  (httpx.NetworkError, "connection failed"),
+                  (httpx.ProtocolError, "invalid HTTP response"))
+
+
+def error_for_publisher(error: str | None) -> str | None:
+    """A delivery's error as agencies other than its recipient see it: the kind of failure,
+    enough to chase the recipient by phone, without the host names and addresses of its
+    infrastructure that `check_url` and httpx put in the full text (stored as it is, for
+    operators)."""
+    if error is None or error == GONE or re.fullmatch(r"HTTP \d{3}", error):
+        return error
+    if error.startswith(REFUSED + UNRESOLVED):
+        return "receiver's host name does not resolve"
+    if error.startswith(REFUSED):
+        return "receiver refused by the network policy"
+    failure = getattr(httpx, error.partition(":")[0], None)
+    for kind, name in HTTPX_FAILURES:
+        if isinstance(failure, type) and issubclass(failure, kind):
+            return name
+    return "delivery failed"
 
 
 def unacknowledged_in_area(session: Session, area: str, now: datetime,

@@ -12,7 +12,6 @@ import email.utils
 import json
 import logging
 import random
-import re
 import threading
 import time
 from collections.abc import Callable
@@ -33,7 +32,8 @@ from api.encoding import rfc3339
 from api.forwarding import service
 from api.forwarding.models import Delivery, Subscription
 from api.forwarding.sealing import unseal
-from api.forwarding.targets import UNRESOLVED, TargetRefused, check_url
+from api.forwarding.service import GONE, REFUSED, error_for_publisher
+from api.forwarding.targets import TargetRefused, check_url
 from api.policy.loader import Policy
 from api.ratelimit import forget_refilled_failures
 from api.settings import Settings
@@ -45,13 +45,6 @@ BACKOFF = [5, 30, 120, 600, 1800, 3600, 7200, 14400, 21600, 28800]
 MAX_RETRY_AFTER = 86400
 SEND_CONCURRENCY = 8
 SWEEP_EVERY_SECONDS = 30.0  # deadlines are whole working days; a sweep is cheap and safe
-# Error texts the worker writes, which `error_for_publisher` recognises.
-REFUSED = "target refused: "
-GONE = "HTTP 410: subscription disabled; available in the feed"
-# What each kind of httpx failure is called for the publisher, most specific first.
-HTTPX_FAILURES = ((httpx.TimeoutException, "timed out"),
-                  (httpx.NetworkError, "connection failed"),
-                  (httpx.ProtocolError, "invalid HTTP response"))
 
 
 @dataclass(frozen=True)
@@ -85,24 +78,6 @@ def parse_retry_after(value: str | None, now: datetime) -> float | None:
     except (TypeError, ValueError):
         return None
     return min(max((when - now).total_seconds(), 0.0), MAX_RETRY_AFTER)
-
-
-def error_for_publisher(error: str | None) -> str | None:
-    """A delivery's error as agencies other than its recipient see it: the kind of failure,
-    enough to chase the recipient by phone, without the host names and addresses of its
-    infrastructure that `check_url` and httpx put in the full text (stored as it is, for
-    operators)."""
-    if error is None or error == GONE or re.fullmatch(r"HTTP \d{3}", error):
-        return error
-    if error.startswith(REFUSED + UNRESOLVED):
-        return "receiver's host name does not resolve"
-    if error.startswith(REFUSED):
-        return "receiver refused by the network policy"
-    failure = getattr(httpx, error.partition(":")[0], None)
-    for kind, name in HTTPX_FAILURES:
-        if isinstance(failure, type) and issubclass(failure, kind):
-            return name
-    return "delivery failed"
 
 
 def serialise(payload: dict) -> str:
@@ -320,10 +295,10 @@ def alert_unacknowledged(session: Session, delivery: Delivery, reason: str) -> N
     }
     mash = session.exec(select(Agency.id).where(Agency.kind == "mash",
                                                 Agency.area == recipient.area)).all()
-    event_id = service.new_event_id()
+    event = service.new_event()
     for target in dict.fromkeys([flag.publisher_id, *mash]):
         if target != recipient.id:
-            service.enqueue(session, event_id=event_id, event_type="delivery.unacknowledged",
+            service.enqueue(session, event=event, event_type="delivery.unacknowledged",
                             recipient_id=target, data=data, areas=[recipient.area],
                             flag_id=flag.id)
 

@@ -261,9 +261,9 @@ def review_siblings(session: Session, policy: Policy, child_id: str, actor: Acto
                         "published_at": rfc3339(sibling_flag.created_at),
                         "publisher": publisher.id, "publisher_name": publisher.name,
                         "publisher_area": publisher.area}
-    event_id = forwarding.new_event_id()
+    event = forwarding.new_event()
     for owner, owned in by_owner.values():
-        forwarding.enqueue(session, event_id=event_id, event_type="sibling.flagged",
+        forwarding.enqueue(session, event=event, event_type="sibling.flagged",
                            recipient_id=owner.id, data={**data, "plans": owned},
                            areas=[owner.area])
         audit.record(session, actor=actor.sub, actor_agency=actor.agency_id,
@@ -278,11 +278,11 @@ def _raise_risk_joined(session: Session, rule: HouseholdRiskRule, link: PersonLi
     """One event per adult and child naming only history this child's agencies were not told."""
     if not history:
         return
-    event_id = forwarding.new_event_id()
+    event = forwarding.new_event()
     told = set(session.exec(select(RiskAlert.history_flag_id).where(
         RiskAlert.person_id == link.person_id, RiskAlert.child_id == link.child_id)).all())
     untold = [item for item in history if item.flag_id not in told
-              and _claim(session, link.person_id, link.child_id, item.flag_id, event_id)]
+              and _claim(session, link.person_id, link.child_id, item.flag_id, event.id)]
     if not untold:
         return
     recipients, areas = _risk_recipients(session, rule, link)
@@ -300,7 +300,7 @@ def _raise_risk_joined(session: Session, rule: HouseholdRiskRule, link: PersonLi
     }
     basis = rule.lawful_basis.cite()
     for recipient in recipients:
-        forwarding.enqueue(session, event_id=event_id, event_type="household.risk_joined",
+        forwarding.enqueue(session, event=event, event_type="household.risk_joined",
                            recipient_id=recipient, data=data, areas=areas)
         audit.record(session, actor=actor.sub, actor_agency=actor.agency_id,
                      action="alert.disclose", outcome="household.risk_joined",

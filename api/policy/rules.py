@@ -5,6 +5,8 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 
+from pydantic import ValidationInfo
+
 from api.policy.loader import Policy
 from api.policy.schema import CategoryPolicy, PublishRule, ShareRule
 from api.problems import ProblemError, invalid
@@ -71,6 +73,14 @@ def unknown_category(policy: Policy, category: str) -> str:
     """Why a flag cannot be of this category, for a caller who must pick another."""
     return (f"unknown category {category!r}; the policy defines: "
             + ", ".join(sorted(policy.categories)))
+
+
+def known_category(category: str, info: ValidationInfo) -> str:
+    """Pydantic validator of a field naming a category: one the policy in force defines
+    (judged in context)."""
+    if info.context is not None and category not in info.context.policy.categories:
+        raise ValueError(unknown_category(info.context.policy, category))
+    return category
 
 
 def check_publish(

@@ -24,9 +24,9 @@ def area_agencies(session: Session, area: str, kinds: Iterable[str]) -> list[str
 
 def notify(session: Session, *, event_type: str, recipients: Iterable[str], data: dict,
            child_id: str, actor: str, areas: Iterable[str], rule: str) -> None:
-    event_id = forwarding.new_event_id()
+    event = forwarding.new_event()
     for recipient in dict.fromkeys(recipients):
-        forwarding.enqueue(session, event_id=event_id, event_type=event_type,
+        forwarding.enqueue(session, event=event, event_type=event_type,
                            recipient_id=recipient, data=data, areas=areas)
         audit.record(session, actor=actor, action="alert.disclose", outcome=event_type,
                      child_id=child_id, recipient=recipient, purpose=PURPOSE,
