@@ -169,6 +169,10 @@ async def test_policy_refusals_for_purpose_and_lawful_basis(client, world, sessi
     ({"occurred_at": "2026-01-01T10:00:00"}, "occurred_at"),
     ({"occurred_at": "2999-01-01T10:00:00+00:00"}, "occurred_at"),
     ({"period": {"start": "2026-02-01", "end": "2026-01-01"}}, "period.end"),
+    ({"period": {"start": "2999-02-01"}}, "period.start"),
+    ({"period": {"start": "1899-12-31"}}, "period.start"),
+    ({"subject": {"mother_nhs_number": NHS[8], "expected_delivery_date": "2062-03-14"}},
+     "subject.expected_delivery_date"),
     ({"related_people": [{"role": "uncle", "family_name": "X"}]}, "related_people.0.role"),
     ({"related_people": [{"role": "parent", "nhs_number": NHS[2]},
                          {"role": "parent", "nhs_number": NHS[2]}]}, "related_people"),
@@ -445,6 +449,13 @@ async def test_decision_not_to_share_and_its_validation(client, world, known_chi
     unknown = await client.post(f"/v1/flags/{flag_id}/decisions", headers=world.auth("CSC-A"),
                                 json={"decision": "share", "recipient": "NOPE", "reason": "x"})
     assert unknown.status_code == 422 and unknown.json()["errors"][0]["field"] == "recipient"
+    # An unknown recipient is named in the same 422 as the fields the schema refuses.
+    both = await client.post(f"/v1/flags/{flag_id}/decisions", headers=world.auth("CSC-A"),
+                             json={"decision": "maybe", "recipient": "NOPE", "reason": "x"})
+    assert both.status_code == 422
+    assert {e["field"]: e["message"] for e in both.json()["errors"]} == {
+        "decision": "Input should be 'share' or 'not_share'",
+        "recipient": "no registered agency NOPE"}
     outsider = await client.post(f"/v1/flags/{flag_id}/decisions", headers=world.auth("CSC-B"),
                                  json={"decision": "not_share", "reason": "x"})
     assert outsider.status_code == 404

@@ -155,6 +155,27 @@ def test_unborn_needs_mother_and_date_and_no_nhs_number(body):
         Subject(**body)
 
 
+def test_an_expected_delivery_date_is_of_a_pregnancy_within_reach():
+    """Up to 44 weeks ahead (a pregnancy just confirmed) and back to the oldest a person this
+    service is about can be: a mistyped year would key the unborn child where nobody finds it."""
+    today = date.today()
+    for ok in (today + timedelta(weeks=44), today, today - timedelta(days=25 * 366)):
+        assert Subject(mother_nhs_number=NHS[8], expected_delivery_date=ok).unborn
+    for wrong, says in ((today + timedelta(weeks=44, days=1), "within 44 weeks"),
+                        (today - timedelta(days=25 * 366 + 1), "more than 25 years ago")):
+        with pytest.raises(ValidationError, match=says) as caught:
+            Subject(mother_nhs_number=NHS[8], expected_delivery_date=wrong)
+        assert [loc for loc, _ in _errors(caught.value)] == ["expected_delivery_date"]
+
+
+def test_a_start_may_be_up_to_a_year_ahead():
+    today = date.today()
+    body = {"subject": {"nhs_number": NHS[0]}, "kind": "school"}
+    assert RelationshipCreate(**body, start=today + timedelta(days=366)).start
+    with pytest.raises(ValidationError, match="more than a year from today"):
+        RelationshipCreate(**body, start=today + timedelta(days=367))
+
+
 def test_mothers_nhs_number_is_checked_too():
     with pytest.raises(ValidationError) as caught:
         Subject(mother_nhs_number="9990000017", expected_delivery_date=EDD)
@@ -272,9 +293,9 @@ def test_unborn_child_is_found_by_mother_and_date_and_linked_to_her(session, wor
     assert [(lk.person_id, lk.role, lk.relationship) for lk in links] == [
         (mother.id, "parent", "mother")]
     # Another expected date is another pregnancy: another child, same mother.
-    later = date.fromisoformat(EDD) + timedelta(days=300)
+    earlier = date.fromisoformat(EDD) - timedelta(days=300)
     sibling = resolve_child(session, "MW-A", Subject(mother_nhs_number=NHS[8],
-                                                     expected_delivery_date=later))
+                                                     expected_delivery_date=earlier))
     assert sibling.id != first.id
     assert _count(session, Person) == 3  # two unborn children and their mother
 
@@ -490,6 +511,10 @@ async def test_relationships_need_a_token(client, world, session):
       "expected_delivery_date": EDD}, "subject"),
     ({"mother_nhs_number": "9990000017", "expected_delivery_date": EDD},
      "subject.mother_nhs_number"),
+    ({"mother_nhs_number": NHS[8], "expected_delivery_date": "2062-03-14"},
+     "subject.expected_delivery_date"),
+    ({"mother_nhs_number": NHS[8], "expected_delivery_date": "1926-03-14"},
+     "subject.expected_delivery_date"),
 ])
 async def test_invalid_subject_is_422_naming_the_field(client, world, session, subject, field):
     before = _counts(session)
@@ -506,6 +531,8 @@ async def test_invalid_subject_is_422_naming_the_field(client, world, session, s
     ({"kind": "neighbour"}, "kind"),
     ({"start": "yesterday"}, "start"),
     ({"start": None}, "start"),
+    ({"start": "2999-09-01"}, "start"),
+    ({"start": "1899-12-31"}, "start"),
     ({"agency": "GP-B"}, "agency"),
 ])
 async def test_invalid_relationship_is_422_and_writes_nothing(client, world, session, change,

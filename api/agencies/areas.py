@@ -1,5 +1,6 @@
 """The areas this service knows: those listed in the policy data and those of registered
-agencies. Any other area is 422, wherever a request names one."""
+agencies. Any other area is 422, wherever a request names one; so is an agency that is not
+registered."""
 
 from pydantic import ValidationInfo
 from sqlmodel import Session, select
@@ -23,3 +24,10 @@ def known_area(area: str, info: ValidationInfo) -> str:
     if info.context is not None and not is_known(info.context.session, info.context.policy, area):
         raise ValueError(unknown(area))
     return area
+
+
+def registered_agency(agency_id: str, info: ValidationInfo) -> str:
+    """Pydantic validator of a field naming an agency: a registered one (judged in context)."""
+    if info.context is not None and info.context.session.get(Agency, agency_id) is None:
+        raise ValueError(f"no registered agency {agency_id}")
+    return agency_id

@@ -8,8 +8,9 @@ from pydantic import (
     model_validator,
 )
 
+from api.agencies.areas import registered_agency
 from api.db import utcnow
-from api.identity.schemas import RelatedPerson, Subject
+from api.identity.schemas import RelatedPerson, StartDate, Subject
 from api.policy.rules import known_category
 from api.validation import ContextChecked
 
@@ -57,6 +58,12 @@ class Period(BaseModel):
         return end
 
 
+class PeriodIn(Period):
+    """A period as a publisher gives it: a start within reach (see `StartDate`)."""
+
+    start: StartDate
+
+
 def _plain_text(value: str) -> str:
     value = value.strip()
     if not value:
@@ -74,7 +81,7 @@ class FlagCreate(ContextChecked):
                          "it means for the child")
     details: str | None = Field(default=None, max_length=20000)
     occurred_at: Happened | None = None
-    period: Period | None = None
+    period: PeriodIn | None = None
     purpose: Purpose
     lawful_basis: LawfulBasisIn
     related_people: list[RelatedPerson] = Field(default=[], max_length=50)
@@ -188,11 +195,12 @@ class FlagOut(BaseModel):
                                              "shared_with, those its subscriptions kept it from")
 
 
-class DecisionCreate(BaseModel):
+class DecisionCreate(ContextChecked):
     model_config = ConfigDict(extra="forbid")
 
     decision: Literal["share", "not_share"]
-    recipient: str | None = Field(default=None, max_length=64)
+    recipient: Annotated[str, Field(max_length=64),
+                         AfterValidator(registered_agency)] | None = None
     reason: str = Field(max_length=2000)
 
     _reason = field_validator("reason")(lambda cls, v: _plain_text(v))

@@ -278,14 +278,11 @@ def share_with_new_recipients(session: Session, policy: Policy, flag: Flag) -> l
 
 def record_decision(session: Session, policy: Policy, principal: Principal, flag_id: str,
                     body: DecisionCreate) -> SharingDecision:
+    body = validated(body, BodyContext(policy, session))
     flag = session.get(Flag, flag_id)
     if flag is None or not _can_see(session, principal, flag):
         raise not_found("flag")
-    recipient = None
-    if body.recipient is not None:
-        recipient = session.get(Agency, body.recipient)
-        if recipient is None:
-            raise invalid("recipient", f"no registered agency {body.recipient}")
+    recipient = session.get(Agency, body.recipient) if body.recipient is not None else None
     if body.decision == "share" and not _may_share_further(session, principal, flag):
         raise ProblemError(403, "Sharing a flag further is decided by its publisher, children's "
                            "social care or the MASH: ask them, or record a decision not to "

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from datetime import date, datetime
+from datetime import date, datetime, timedelta
 from typing import Annotated, Literal
 
 import nhs_number
@@ -53,6 +53,37 @@ def _birth_date(value: date) -> date:
     return value
 
 
+# Reach of an expected delivery date: a pregnancy just confirmed, with room for dating error;
+# and back to the oldest a person this service is about can be (care leavers, to 25).
+EDD_AHEAD = timedelta(weeks=44)
+EDD_BEHIND = timedelta(days=25 * 366)
+
+
+def _expected_delivery(value: date) -> date:
+    """A mistyped year (2062, 1926) would make a child nobody could find again: an unborn child
+    is keyed by its mother and this date."""
+    today = date.today()
+    if value > today + EDD_AHEAD:
+        raise ValueError(f"must be within {EDD_AHEAD.days // 7} weeks from today")
+    if value < today - EDD_BEHIND:
+        raise ValueError(f"must not be more than {EDD_BEHIND.days // 366} years ago")
+    return value
+
+
+STARTS_AHEAD = timedelta(days=366)
+
+
+def _start(value: date) -> date:
+    """A plan, order or relationship may be recorded ahead of the day it starts, by up to a
+    year; further is a mistyped year, and a relationship that never began would silently
+    keep its agency from being sent what it should have."""
+    if value > date.today() + STARTS_AHEAD:
+        raise ValueError("must not be more than a year from today")
+    if value < EARLIEST_BIRTH_DATE:
+        raise ValueError(f"must not be before {EARLIEST_BIRTH_DATE.isoformat()}")
+    return value
+
+
 # Length-bounded before the validators run: room for spaces or dashes between the groups.
 NhsNumberDigits = Annotated[str, StringConstraints(max_length=20),
                             AfterValidator(_nhs)]  # also for query parameters
@@ -60,6 +91,8 @@ NhsNumber = Annotated[NhsNumberDigits, Field(description="10 digits, Modulus 11"
 Postcode = Annotated[str, StringConstraints(max_length=16), AfterValidator(_postcode)]
 Name = Annotated[str, Field(min_length=1, max_length=100)]
 BirthDate = Annotated[date, AfterValidator(_birth_date)]
+ExpectedDeliveryDate = Annotated[date, AfterValidator(_expected_delivery)]
+StartDate = Annotated[date, AfterValidator(_start)]
 
 
 class Subject(BaseModel):
@@ -80,7 +113,7 @@ class Subject(BaseModel):
     disability: str | None = Field(default=None, max_length=200)
     unborn: bool = False
     mother_nhs_number: NhsNumber | None = None
-    expected_delivery_date: date | None = None
+    expected_delivery_date: ExpectedDeliveryDate | None = None
 
     @model_validator(mode="after")
     def _identifiable(self) -> Subject:
@@ -135,7 +168,7 @@ class RelationshipCreate(BaseModel):
     subject: Subject
     kind: Literal["registered_gp", "school", "health_visitor", "allocated_social_worker",
                   "midwife", "other"]
-    start: date
+    start: StartDate
     end: date | None = None
 
     @field_validator("end")
