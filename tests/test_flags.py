@@ -12,7 +12,7 @@ from api.db import utcnow
 from api.flags.models import Disclosure, Flag, FlagVersion, SharingDecision
 from api.identity.models import Person, PersonLink
 from api.transfers.working_days import england_date
-from tests.factories import NHS, flag_body, relationship_body
+from tests.factories import BASIS, NHS, flag_body, relationship_body
 
 
 def count(session, model) -> int:
@@ -288,6 +288,50 @@ async def test_mash_reads_with_a_purpose_in_its_own_area_only(client, world, ses
     other = await client.get(f"/v1/flags/{flag_id}", headers=world.auth("mash.b"),
                              params={"purpose": "mash_triage", "reason": "curious"})
     assert other.status_code == 404
+
+
+async def test_mash_is_shown_what_the_policy_gives_the_mash_and_no_more(client, world,
+                                                                        session):
+    """A practitioner sees every flag of a child in scope, but of each only the fields the
+    policy gives the MASH for its category: parental mental health goes to no MASH, so its
+    details (the parent's diagnosis) and the people it names stay with those it was shared
+    with, in the flag, the chronology and the people of the child view alike."""
+    pmh = await publish(client, world, "GP-A", category="parental_mental_health",
+                        summary="Mum has told us her mental health is poor and she is "
+                                "struggling to get Amelia to nursery.",
+                        details="Diagnosis and medication: see the GP record.",
+                        related_people=[{"role": "parent", "nhs_number": NHS[1],
+                                         "relationship": "mother"}],
+                        lawful_basis={**BASIS, "article9": "9(2)(h)"})
+    assert pmh.status_code == 201, pmh.text
+    dai = await publish(client, world)  # the MASH is given all of a domestic abuse incident
+    assert dai.status_code == 201, dai.text
+    params = {"purpose": "mash_triage", "reason": "Referral from nursery"}
+    seen = (await client.get(f"/v1/flags/{pmh.json()['id']}", headers=world.auth("mash.a"),
+                             params=params)).json()
+    assert seen["summary"].startswith("Mum has told us") and "details" not in seen
+    assert "related_people" not in seen
+    full = (await client.get(f"/v1/flags/{dai.json()['id']}", headers=world.auth("mash.a"),
+                             params=params)).json()
+    assert full["details"] and "related_people" in full
+    view = (await client.get(f"/v1/children/{seen['child_id']}", headers=world.auth("mash.a"),
+                             params=params)).json()
+    by_id = {f["id"]: f for f in view["flags"]}
+    assert "details" not in by_id[seen["id"]] and "related_people" not in by_id[seen["id"]]
+    assert by_id[full["id"]]["details"] == full["details"]
+    assert NHS[1] not in [p["nhs_number"] for p in view["related_people"]]
+    # The GP, who published it, still sees all of it and the mother it named.
+    own = (await client.get(f"/v1/flags/{seen['id']}", headers=world.auth("GP-A"))).json()
+    assert own["details"] and [p["nhs_number"] for p in own["related_people"]] == [NHS[1]]
+
+
+async def test_mash_states_a_purpose_the_policy_lists(client, world, session):
+    flag_id = (await publish(client, world)).json()["id"]
+    r = await client.get(f"/v1/flags/{flag_id}", headers=world.auth("mash.a"),
+                         params={"purpose": "curiosity", "reason": "."})
+    assert r.status_code == 422, r.text
+    assert [e["field"] for e in r.json()["errors"]] == ["purpose"]
+    assert session.exec(select(AuditEvent).where(AuditEvent.action == "flag.read")).all() == []
 
 
 async def test_a_flag_out_of_scope_answers_as_a_missing_one(client, world):

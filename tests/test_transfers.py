@@ -146,6 +146,13 @@ async def test_withdraw_by_the_outgoing_agency(client, world, session):
     r = await client.post(url, json=body, headers=world.auth("CSC-A"))
     assert r.status_code == 200 and r.json()["status"] == "withdrawn"
     assert (await client.post(url, json={}, headers=world.auth("CSC-A"))).status_code == 422
+    # The receiving area stops waiting for a case that is not coming; the sender knows.
+    for who in ("CSC-B", "MASH-B"):
+        [closed] = deliveries(session, who, "transfer.closed")
+        data = closed.payload["data"]
+        assert (data["transfer_id"], data["status"], data["closed_by"], data["close_reason"]) \
+            == (t["id"], "withdrawn", "CSC-A", body["reason"])
+    assert deliveries(session, "CSC-A", "transfer.closed") == []
 
 
 async def test_overdue_alerts_follow_the_working_day_clock(client, world, session, app, policy):
@@ -199,6 +206,112 @@ async def test_a_child_moving_again_links_the_transfers(client, world, session):
     fourth = (await create(client, world, subject={"nhs_number": NHS[1]})).json()
     assert fourth["previous_transfer_id"] == third["id"]
     assert session.get(Transfer, third["id"]).status == "superseded"
+
+
+COVENTRY, HARTLEPOOL = "E08000026", "E06000001"
+
+
+def register_csc(session, agency_id: str, area: str) -> dict[str, str]:
+    """Another children's social care; returns a token's claims for it (for world.auth)."""
+    session.add(Agency(id=agency_id, name=f"{agency_id} CSC", kind="childrens_social_care",
+                       area=area, client_secret_hash="x"))
+    session.commit()
+    return {"sub": agency_id, "agency": agency_id, "area": area}
+
+
+async def test_an_unrelated_area_cannot_close_another_areas_transfer(client, world, session):
+    """Coventry, neither end of Birmingham→Sandwell, records a transfer of the same child: the
+    first stays open for Sandwell to pick up, and Coventry is not told its id."""
+    coventry = register_csc(session, "CSC-C", COVENTRY)
+    first = (await create(client, world)).json()
+    second = await client.post("/v1/transfers", json=transfer_body(to_area="E08000025"),
+                               headers=world.auth("CSC-A", **coventry))
+    assert second.status_code == 201, second.text
+    assert second.json()["from_area"] == COVENTRY
+    assert second.json()["previous_transfer_id"] is None
+    [told] = deliveries(session, "CSC-A", "transfer.created")
+    assert told.payload["data"]["previous_transfer_id"] is None
+    previous = session.get(Transfer, first["id"])
+    session.refresh(previous)
+    assert (previous.status, previous.closed_by_agency_id) == ("awaiting_pickup", None)
+    ok = await client.post(f"/v1/transfers/{first['id']}/accept", headers=world.auth("CSC-B"))
+    assert ok.status_code == 200, ok.text
+    assert ok.json()["status"] == "picked_up" and ok.json()["closed_by"] == "CSC-B"
+
+
+@pytest.mark.parametrize("who, to_area, closed_as", [
+    ("CSC-B", COVENTRY, "picked_up"),  # the receiving area moves the child on
+    ("CSC-A", "E08000028", "superseded"),  # the sending area sends again
+])
+async def test_each_end_closes_its_own_transfer_not_an_unrelated_later_one(
+        client, world, session, who, to_area, closed_as):
+    coventry = register_csc(session, "CSC-C", COVENTRY)
+    register_csc(session, "CSC-H", HARTLEPOOL)
+    first = (await create(client, world)).json()
+    unrelated = (await client.post("/v1/transfers", json=transfer_body(to_area=HARTLEPOOL),
+                                   headers=world.auth("CSC-A", **coventry))).json()
+    again = await create(client, world, who=who, to_area=to_area)
+    assert again.status_code == 201, again.text
+    assert again.json()["previous_transfer_id"] == first["id"]
+    session.expire_all()
+    assert session.get(Transfer, first["id"]).status == closed_as
+    assert session.get(Transfer, first["id"]).closed_by_agency_id == who
+    assert session.get(Transfer, unrelated["id"]).status == "awaiting_pickup"
+
+
+async def test_moving_the_child_on_tells_the_sending_area_it_was_picked_up(client, world,
+                                                                           session):
+    register_csc(session, "CSC-C", COVENTRY)
+    first = (await create(client, world)).json()
+    second = await create(client, world, who="CSC-B", to_area=COVENTRY)
+    assert second.status_code == 201, second.text
+    [told] = deliveries(session, "CSC-A", "transfer.accepted")
+    assert told.payload["data"]["transfer_id"] == first["id"]
+    assert told.payload["data"]["status"] == "picked_up"
+    assert deliveries(session, "CSC-A", "transfer.created") == []  # B→C is not A's to see
+
+
+async def test_a_resend_by_another_csc_of_the_sending_area_tells_both_ends(client, world,
+                                                                          session):
+    """The first transfer named Sandwell's CSC as its receiver; a second Birmingham CSC sends
+    the child to Sandwell again: the first's sender and its receivers hear it was closed, and
+    the second's receivers are sent it."""
+    other = register_csc(session, "CSC-A2", "E08000025")
+    first = (await create(client, world, receiving_agency="CSC-B")).json()
+    register_csc(session, "CSC-B2", "E08000028")
+    second = await client.post("/v1/transfers", json=transfer_body(receiving_agency="CSC-B2"),
+                               headers=world.auth("CSC-A", **other))
+    assert second.status_code == 201, second.text
+    assert second.json()["previous_transfer_id"] == first["id"]
+    session.expire_all()
+    assert session.get(Transfer, first["id"]).status == "superseded"
+    for who in ("CSC-A", "CSC-B", "MASH-B"):
+        [closed] = deliveries(session, who, "transfer.closed")
+        assert closed.payload["data"]["transfer_id"] == first["id"], who
+        assert closed.payload["data"]["status"] == "superseded", who
+        assert closed.payload["data"]["closed_by"] == "CSC-A2", who
+    for who in ("CSC-B2", "MASH-B"):
+        told = [d.payload["data"]["transfer_id"]
+                for d in deliveries(session, who, "transfer.created")]
+        assert second.json()["id"] in told, who
+    assert deliveries(session, "CSC-A2", "transfer.closed") == []
+
+
+async def test_a_transfer_redirected_elsewhere_tells_the_area_that_was_waiting(client, world,
+                                                                              session):
+    """Birmingham sends the child to Sandwell, then to Coventry instead: Sandwell, which is not
+    sent the new transfer (not its to see), hears that the first will not come."""
+    register_csc(session, "CSC-C", COVENTRY)
+    first = (await create(client, world)).json()
+    again = await create(client, world, to_area=COVENTRY)
+    assert again.status_code == 201, again.text
+    for who in ("CSC-B", "MASH-B"):
+        [closed] = deliveries(session, who, "transfer.closed")
+        assert (closed.payload["data"]["transfer_id"], closed.payload["data"]["status"]) == (
+            first["id"], "superseded"), who
+        assert deliveries(session, who, "transfer.created")[-1].payload["data"][
+            "transfer_id"] == first["id"], who  # never the one to Coventry
+    assert deliveries(session, "CSC-A", "transfer.closed") == []  # it closed it itself
 
 
 async def test_transfers_are_visible_only_to_the_areas_involved(client, world, session):

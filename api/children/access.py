@@ -16,6 +16,7 @@ from fastapi import Depends, Request
 
 from api.policy.loader import PolicyError
 from api.policy.schema import AccessPolicy
+from api.problems import invalid
 
 
 @lru_cache(maxsize=8)
@@ -49,3 +50,10 @@ async def get_access(request: Request) -> AccessPolicy:
 
 
 AccessDep = Annotated[AccessPolicy, Depends(get_access)]
+
+
+def check_listed_purpose(access: AccessPolicy, purpose: str) -> None:
+    """A read states one of the purposes the policy lists (the audit log records it)."""
+    if purpose not in access.purposes:
+        raise invalid("purpose", "not a purpose the policy lists for reading a child: "
+                      + ", ".join(access.purposes))

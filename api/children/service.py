@@ -20,6 +20,7 @@ from api.agencies.models import Agency
 from api.audit import service as audit
 from api.audit.models import AuditEvent
 from api.auth.principal import Principal
+from api.children.access import check_listed_purpose
 from api.db import plain_rows
 from api.encoding import rfc3339
 from api.flags import service as flags
@@ -31,9 +32,10 @@ from api.identity import linking, matching
 from api.identity.models import Person, PersonLink
 from api.identity.scope import child_areas
 from api.identity.service import current, current_relationships
+from api.policy import rules
 from api.policy.loader import Policy
 from api.policy.schema import AccessPolicy
-from api.problems import ProblemError, invalid, not_found
+from api.problems import ProblemError, not_found
 from api.transfers.models import SuspectedMove, Transfer
 from api.transfers.notify import LAWFUL_BASIS, area_agencies, notify
 from api.transfers.router import move_out, transfer_out
@@ -84,9 +86,7 @@ class Purpose:
 
 
 def check_purpose(access: AccessPolicy, reader: Reader, stated: Purpose) -> None:
-    if stated.purpose not in access.purposes:
-        raise invalid("purpose", "not a purpose the policy lists for reading a child: "
-                      + ", ".join(access.purposes))
+    check_listed_purpose(access, stated.purpose)
     if stated.break_glass and not reader.practitioner:
         raise ProblemError(403, "Breaking the glass is for MASH practitioners; an agency reads "
                            "the children it works with.")
@@ -131,8 +131,8 @@ def child_view(session: Session, policy: Policy, access: AccessPolicy, reader: R
     if basis is None:
         raise not_found("child")
     agency_id = None if reader.practitioner else reader.agency.id
-    chronology = flags.child_flags(session, child.id, agency_id, history=history)
-    related = _related_links(session, reader, child.id)
+    chronology = flags.child_flags(session, policy, child.id, agency_id, history=history)
+    related = _related_links(session, policy, reader, child.id)
     people = _people(related)
     view = {
         "child": identity(session, child),
@@ -140,7 +140,7 @@ def child_view(session: Session, policy: Policy, access: AccessPolicy, reader: R
         "flags": chronology,
         "related_people": people,
         "household": [p for p in people if set(p["roles"]) & set(HOUSEHOLD_ROLES)],
-        "siblings": _siblings(session, reader, child.id, related),
+        "siblings": _siblings(session, policy, reader, child.id, related),
         # What the MASH was already told (household.risk_joined); agencies see their own alerts.
         "household_risk": households.told_for_child(session, child.id) if reader.practitioner
         else [],
@@ -333,7 +333,7 @@ def _record_read(session: Session, policy: Policy, reader: Reader, child: Person
 # same query as the link: the columns _visible_links needs.
 _LINK = (PersonLink.child_id, PersonLink.person_id, PersonLink.role, PersonLink.relationship,
          PersonLink.agency_id, PersonLink.flag_id, Flag.status.label("flag_status"),
-         Flag.publisher_id.label("flag_publisher"))
+         Flag.publisher_id.label("flag_publisher"), Flag.category.label("flag_category"))
 _PERSON = (Person.nhs_number, Person.given_name, Person.family_name, Person.birth_date,
            Person.merged_into_id)
 
@@ -358,12 +358,16 @@ _PARENT_LINKS = _links(PersonLink.child_id.in_(bindparam("ids", expanding=True))
                        PersonLink.role == "parent")
 
 
-def _visible_links(session: Session, reader: Reader, rows: list) -> list:
-    """Links the reader may see: identity links (no flag), and links named on a flag the reader
-    was given with its related people (a MASH practitioner: any flag not entered in error)."""
+def _visible_links(session: Session, policy: Policy, reader: Reader, rows: list) -> list:
+    """Links the reader may see: identity links (no flag), and links named on a flag not
+    entered in error that the reader was given with its related people (a MASH practitioner:
+    a flag of a category whose related people the policy gives the MASH)."""
     ok = {r.flag_id for r in rows if r.flag_id and r.flag_status is not None
           and r.flag_status != "entered_in_error"}
-    if not reader.practitioner and ok:
+    if reader.practitioner:
+        ok = {r.flag_id for r in rows if r.flag_id in ok
+              and "related_people" in rules.mash_fields(policy, r.flag_category)}
+    elif ok:
         agency_id = reader.agency.id
         latest: dict[str, list] = {}
         for flag_id, _version, fields in flags.shares_to(session, list(ok), agency_id):
@@ -374,10 +378,10 @@ def _visible_links(session: Session, reader: Reader, rows: list) -> list:
     return [r for r in rows if r.flag_id is None or r.flag_id in ok]
 
 
-def _related_links(session: Session, reader: Reader, child_id: str) -> list:
+def _related_links(session: Session, policy: Policy, reader: Reader, child_id: str) -> list:
     """The people linked to the child as the reader may see them, one row per link."""
     rows = plain_rows(session, _LINKS_OF_CHILD, {"child_id": child_id}).all()
-    return _visible_links(session, reader, rows)
+    return _visible_links(session, policy, reader, rows)
 
 
 def _people(links: list) -> list[dict]:
@@ -396,13 +400,14 @@ def _people(links: list) -> list[dict]:
              "recorded_by": sorted(e["recorded_by"])} for e in people.values()]
 
 
-def _siblings(session: Session, reader: Reader, child_id: str, related: list) -> list[dict]:
+def _siblings(session: Session, policy: Policy, reader: Reader, child_id: str,
+              related: list) -> list[dict]:
     """Children named as siblings, and children sharing a parent or household member."""
     shared_ids = {r.person_id for r in related if r.role in HOUSEHOLD_ROLES}
     rows = plain_rows(session, _SIBLING_LINKS, {"ids": list(shared_ids),
                                                 "child_id": child_id}).all()
     found: dict[str, tuple] = {}
-    for link in _visible_links(session, reader, rows):
+    for link in _visible_links(session, policy, reader, rows):
         via = {"person_id": link.person_id, "role": link.role}
         entry = found.setdefault(link.child_id, (link, []))[1]
         if via not in entry:
@@ -412,7 +417,7 @@ def _siblings(session: Session, reader: Reader, child_id: str, related: list) ->
         if person.merged_into_id is None:
             found.setdefault(person_id, (person, []))[1].append(
                 {"person_id": child_id, "role": "sibling"})
-    parents = _parents(session, reader, [child_id, *found])
+    parents = _parents(session, policy, reader, [child_id, *found])
     mine = parents.get(child_id, set())
     out = []
     for sib_id, (sib, via) in found.items():
@@ -429,10 +434,11 @@ def _siblings(session: Session, reader: Reader, child_id: str, related: list) ->
     return sorted(out, key=lambda s: (s["birth_date"] or date.max, s["child_id"]))
 
 
-def _parents(session: Session, reader: Reader, child_ids: list[str]) -> dict[str, set[str]]:
+def _parents(session: Session, policy: Policy, reader: Reader,
+             child_ids: list[str]) -> dict[str, set[str]]:
     rows = plain_rows(session, _PARENT_LINKS, {"ids": child_ids}).all()
     out: dict[str, set[str]] = {}
-    for link in _visible_links(session, reader, rows):
+    for link in _visible_links(session, policy, reader, rows):
         out.setdefault(link.child_id, set()).add(link.person_id)
     return out
 

@@ -3,6 +3,7 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Query
 
 from api.auth.principal import CallingAgency, CurrentPrincipal, Principal, require_roles
+from api.children.access import AccessDep
 from api.deps import PolicyDep, SessionDep
 from api.flags import service
 from api.flags.schemas import DecisionCreate, DecisionOut, FlagCreate, FlagOut, FlagPublished, FlagUpdate
@@ -28,11 +29,14 @@ def publish_flag(body: FlagCreate, agency: CallingAgency, session: SessionDep, p
 def get_flag(
     flag_id: str,
     session: SessionDep,
+    policy: PolicyDep,
+    access: AccessDep,
     principal: CurrentPrincipal,
     purpose: Annotated[str | None, Query(max_length=64, description="Required for MASH")] = None,
     reason: Annotated[str | None, Query(max_length=2000, description="Required for MASH")] = None,
 ):
-    return service.visible_flag(session, principal, flag_id, purpose=purpose, reason=reason)
+    return service.visible_flag(session, policy, access, principal, flag_id, purpose=purpose,
+                                reason=reason)
 
 
 @router.patch("/{flag_id}", response_model=FlagPublished, responses=ERRORS,

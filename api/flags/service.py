@@ -14,6 +14,7 @@ from sqlmodel import Session, or_, select
 from api.agencies.models import Agency
 from api.audit import service as audit
 from api.auth.principal import Principal
+from api.children.access import check_listed_purpose
 from api.db import get_locked, plain_rows, utcnow
 from api.encoding import json_ready
 from api.flags.models import Disclosure, Flag, FlagVersion, SharingDecision
@@ -27,6 +28,7 @@ from api.identity.scope import child_areas
 from api.policy import rules
 from api.policy.language import summary_warnings
 from api.policy.loader import Policy
+from api.policy.schema import AccessPolicy
 from api.problems import ProblemError, invalid, not_found, validated
 from api.reports import service as reports
 from api.transfers.moves import check_for_move
@@ -36,7 +38,6 @@ from api.validation import BodyContext
 PLAN_CATEGORIES = ("child_protection_plan", "child_in_need", "looked_after_child")
 MINIMUM_FIELDS = ["summary"]
 # What a MASH practitioner with the child in scope reads: everything but the sharing lists.
-MASH_FIELDS = frozenset({"summary", "details", "related_people", "period", "occurred_at"})
 
 
 def publish(session: Session, policy: Policy, agency: Agency, body: FlagCreate) -> dict:
@@ -129,8 +130,8 @@ def amend(session: Session, policy: Policy, agency: Agency, flag_id: str,
     return _published(flag, version, decisions, unsent, warnings)
 
 
-def visible_flag(session: Session, principal: Principal, flag_id: str, *,
-                 purpose: str | None = None, reason: str | None = None) -> dict:
+def visible_flag(session: Session, policy: Policy, access: AccessPolicy, principal: Principal,
+                 flag_id: str, *, purpose: str | None = None, reason: str | None = None) -> dict:
     """The flag as this caller may see it, or 404; every read is audited."""
     if principal.role in ("auditor", "admin"):
         raise ProblemError(403, "Auditors and administrators review the sharing log, not "
@@ -158,7 +159,8 @@ def visible_flag(session: Session, principal: Principal, flag_id: str, *,
                                "flag.", errors=[{"field": f, "message": "required"}
                                                 for f, v in (("purpose", purpose),
                                                              ("reason", reason)) if not v])
-        fields = set(MASH_FIELDS)
+        check_listed_purpose(access, purpose)
+        fields = set(rules.mash_fields(policy, flag.category))
     out = _flag_out(session, flag, version, fields)
     if fields is None:
         out.update(_sharing_lists(session, flag, version))
@@ -207,11 +209,12 @@ def shares_to(session: Session, flag_ids: list[str], agency_id: str):
     return plain_rows(session, _SHARED_WITH, {"ids": flag_ids, "agency_id": agency_id})
 
 
-def child_flags(session: Session, child_id: str, agency_id: str | None, *,
+def child_flags(session: Session, policy: Policy, child_id: str, agency_id: str | None, *,
                 history: bool = False) -> list[dict]:
     """The child's flags as one chronology, newest first, each as this reader may see it.
 
-    `agency_id` None is a MASH practitioner with the child in scope: every flag, MASH fields.
+    `agency_id` None is a MASH practitioner with the child in scope: every flag, with what the
+    policy gives the MASH of its category (`rules.mash_fields`).
     An agency sees the flags it published in full and those shared with it with the fields its
     latest disclosure gave it; nothing else. Versions collapse to the current one unless
     `history` is asked for, which also shows flags entered in error.
@@ -224,7 +227,7 @@ def child_flags(session: Session, child_id: str, agency_id: str | None, *,
     fields: dict[str, frozenset[str] | None] = {}
     received: dict[str, set[int]] = {}
     if agency_id is None:
-        fields = {f.id: MASH_FIELDS for f in flags}
+        fields = {f.id: rules.mash_fields(policy, f.category) for f in flags}
     else:
         for flag_id, version, shown in shares_to(session, [f.id for f in flags], agency_id):
             fields[flag_id] = frozenset(shown)

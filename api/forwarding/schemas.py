@@ -88,7 +88,7 @@ class SubscriptionCreated(SubscriptionOut):
 class Event(BaseModel):
     id: str
     type: Literal["flag.shared", "flag.updated", "transfer.created", "transfer.not_picked_up",
-                  "transfer.accepted", "move.suspected", "delivery.unacknowledged",
+                  "transfer.accepted", "transfer.closed", "move.suspected", "delivery.unacknowledged",
                   "delivery.acknowledged",
                   "child.accessed", "match.proposed", "household.risk_joined", "sibling.flagged",
                   "multiple_birth.found", "child.known_to_many"]

@@ -75,6 +75,16 @@ def unknown_category(policy: Policy, category: str) -> str:
             + ", ".join(sorted(policy.categories)))
 
 
+def mash_fields(policy: Policy, category: str) -> frozenset[str]:
+    """What a MASH practitioner is shown of a flag of this category: what the policy gives the
+    MASH (every rule naming it as a recipient), or the summary alone where none does. A
+    practitioner sees every flag of a child in scope, but never more of it than the
+    agreements share: "minimise detail" holds at the front door too."""
+    cat = policy.categories.get(category)
+    rules = [rule for rule in (cat.share if cat else ()) if "mash" in rule.recipient_kinds]
+    return frozenset({"summary"}.union(*(rule.fields for rule in rules)))
+
+
 def known_category(category: str, info: ValidationInfo) -> str:
     """Pydantic validator of a field naming a category: one the policy in force defines
     (judged in context)."""

@@ -82,6 +82,7 @@ def withdraw(session: Session, agency: Agency, transfer_id: str, body: TransferC
     session.add(transfer)
     audit.record(session, actor=agency.id, actor_agency=agency.id, action="transfer.withdraw",
                  outcome="withdrawn", child_id=transfer.child_id, reason=body.reason)
+    _tell_closed(session, transfer)
     return transfer
 
 
@@ -200,20 +201,48 @@ def _receivers(session: Session, transfer: Transfer) -> list[str]:
 
 
 def _link_previous(session: Session, agency: Agency, transfer: Transfer) -> None:
-    """A child moving again before pickup (A→B, then →C): the new transfer links the old,
-    locked as `_to_close` locks it, so that a pickup at the same moment is not overwritten."""
+    """A child moving again before pickup: the new transfer links and closes the child's latest
+    open transfer that the creator's area is an end of, locked as `_to_close` locks it, so that
+    a pickup at the same moment is not overwritten.
+
+    - The receiving area moves the child on (A→B, then B→C): B had taken the case, so the
+      first is picked up, and its outgoing agency is sent `transfer.accepted` as on a pickup.
+    - The sending area sends again (A→B, then A→B or A→C): the first is superseded, and both
+      its ends are sent `transfer.closed`.
+    A transfer of which the creator's area is neither end is not its to close or to see: it
+    stays open and is not linked.
+    """
     previous = session.exec(select(Transfer).where(
         Transfer.child_id == transfer.child_id, Transfer.status == "awaiting_pickup",
-        Transfer.id != transfer.id).order_by(Transfer.created_at.desc())
-        .with_for_update(key_share=True)).first()
+        Transfer.id != transfer.id,
+        or_(Transfer.from_area == agency.area, Transfer.to_area == agency.area))
+        .order_by(Transfer.created_at.desc()).with_for_update(key_share=True)).first()
     if previous is None:
-        return
+        return []
     transfer.previous_transfer_id = previous.id
     if agency.area == previous.to_area:  # B moves the child on: B had taken the case
         _close(previous, "picked_up", agency.id, f"transferred on by {agency.id}")
-    else:
-        _close(previous, "superseded", agency.id, f"superseded by transfer {transfer.id}")
+        session.add(previous)
+        notify(session, event_type="transfer.accepted", recipients=[previous.from_agency_id],
+               data=event_data(session, previous), child_id=previous.child_id,
+               actor=agency.id, areas=[previous.from_area, previous.to_area], rule="TRANSFER")
+        return
+    _close(previous, "superseded", agency.id, f"superseded by transfer {transfer.id}")
     session.add(previous)
+    _tell_closed(session, previous)
+
+
+def _tell_closed(session: Session, transfer: Transfer) -> None:
+    """A transfer that will not be picked up, withdrawn or superseded: its receivers stop
+    waiting for a case that is not coming, and its sender hears if another agency closed it
+    (`transfer.closed`); the agency that closed it knows."""
+    data = {**event_data(session, transfer), "closed_by": transfer.closed_by_agency_id,
+            "closed_at": rfc3339(transfer.closed_at), "close_reason": transfer.close_reason}
+    notify(session, event_type="transfer.closed",
+           recipients=[r for r in [transfer.from_agency_id, *_receivers(session, transfer)]
+                       if r != transfer.closed_by_agency_id],
+           data=data, child_id=transfer.child_id, actor=transfer.closed_by_agency_id,
+           areas=[transfer.from_area, transfer.to_area], rule="TRANSFER")
 
 
 def _resolve_moves(session: Session, transfer: Transfer) -> None:
