@@ -177,6 +177,38 @@ async def test_csv_has_bom_header_iso_times_and_every_matching_event(client, wor
     assert decision["reason"] == "'=HYPERLINK(\"http://x\")"  # no formula runs in Excel
 
 
+PREFIXED = [" =HYPERLINK(\"http://x\")", "\n=1+1", "\nplain", "\t=1+1", "\r@SUM(A1)", "  +1",
+            "\u00a0-1", "'=1+1", "''\t=1"]
+UNCHANGED = ["plain", " plain", "'plain", "a=1", "mash.a"]
+
+
+async def test_csv_neutralises_formulas_an_unauthenticated_caller_can_log(client, world):
+    """A failed sign-in logs whatever username was tried. A cell starting with tab, CR or LF,
+    or whose first character after any whitespace is = + - @, gets a leading '; so does one
+    that would after its own leading 's, so dropping the ' from any cell whose rest matches
+    gives back every value exactly as logged."""
+    start = format_time(utcnow())
+    for name in PREFIXED + UNCHANGED:
+        r = await client.post("/v1/oauth/token", data={"grant_type": "password",
+                                                         "username": name, "password": "x"})
+        assert r.status_code == 401, r.text
+    r = await client.get("/v1/audit/events", params={"action": "login", "since": start},
+                         headers={**world.auth("auditor"), "Accept": "text/csv"})
+    assert r.status_code == 200
+    rows = list(csv.reader(io.StringIO(r.content.decode("utf-8-sig"), newline="")))
+    actors = [dict(zip(rows[0], row))["actor"] for row in rows[1:]]
+    assert actors == ["'" + n for n in PREFIXED] + UNCHANGED
+
+    def risky(text: str) -> bool:
+        text = text.lstrip("'")
+        return text[:1] in ("\t", "\r", "\n") or text.lstrip()[:1] in ("=", "+", "-", "@")
+
+    def undo(cell: str) -> str:  # what an auditor's script does
+        return cell[1:] if cell.startswith("'") and risky(cell[1:]) else cell
+
+    assert [undo(a) for a in actors] == PREFIXED + UNCHANGED
+
+
 async def test_export_is_json_lines_ending_in_a_signed_checkpoint(client, world, tmp_path):
     await activity(client, world)
     r = await client.get("/v1/audit/export", headers=world.auth("auditor"))

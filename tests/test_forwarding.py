@@ -3,11 +3,19 @@
 from __future__ import annotations
 
 import base64
+import http.server
 import json
 import socket
-from datetime import date, timedelta
+import ssl
+import threading
+from datetime import date, datetime, timedelta, timezone
 
+import httpx
 import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
 from fastapi.encoders import jsonable_encoder
 from sqlalchemy import update
 from sqlmodel import select
@@ -19,7 +27,7 @@ from api.db import utcnow
 from api.encoding import json_ready
 from api.forwarding.models import Delivery, Subscription
 from api.forwarding.sealing import SEALED, SealedSecretError, seal_stored_secrets, unseal
-from api.forwarding.targets import TargetRefused, check_url
+from api.forwarding.targets import TargetRefused, check_url, pinned
 from api.forwarding.service import GONE, error_for_publisher
 from api.forwarding.worker import Claimed, DeliveryWorker, parse_retry_after
 from api.idempotency.models import IdempotencyRecord
@@ -146,6 +154,9 @@ async def test_dead_letter_alerts_publisher_and_mash(client, world, child, app, 
         data = alerts[0]["data"]
         assert data["flag_id"] == flag["id"] and data["recipient"] == "SCHOOL-A"
         assert "summary" not in str(data) and "could not be delivered" in data["reason"]
+    told = unacknowledged_disclosures(session, flag["id"])  # settled in the same transaction
+    assert sorted((e.recipient, e.child_id) for e in told) == [("MASH-A", child),
+                                                               ("POLICE-A", child)]
 
 
 @pytest.mark.parametrize("max_attempts", [1, 12], ids=["last-attempt", "retries-left"])
@@ -245,6 +256,83 @@ def test_the_errors_sends_store_are_ones_the_publisher_view_knows(app, settings)
         late = worker.send(Claimed("msg_2", slow.url, secret, "{}"))
     assert error_for_publisher(refused.error) == "connection failed", refused.error
     assert error_for_publisher(late.error) == "timed out", late.error
+
+
+def test_a_send_goes_to_the_address_the_guard_checked(app, settings, monkeypatch):
+    """DNS rebinding: a name that resolves to a public address when checked and to a private
+    one a moment later must not lead the send there, so the send connects to the address
+    checked, keeping the name for `Host` and TLS. DNS and the far end are stood in for (this
+    machine may reach loopback only): a resolver that rebinds after its first answer, and
+    httpx's MockTransport recording where the request was sent."""
+    answers = iter(["8.8.8.8", "127.0.0.1"])
+    monkeypatch.setattr(socket, "getaddrinfo", lambda host, port: [
+        (socket.AF_INET, socket.SOCK_STREAM, 6, "", (next(answers), 0))])
+    sent = []
+    http = httpx.Client(transport=httpx.MockTransport(
+        lambda request: sent.append(request) or httpx.Response(204)))
+    prod = settings.model_copy(update={"environment": "production"})
+    worker = DeliveryWorker(app.state.session_factory, prod, http=http)
+    secret = "whsec_" + base64.b64encode(bytes(32)).decode()
+    outcome = worker.send(Claimed("msg_1", "https://hooks.example.org:8443/in?x=1", secret, "{}"))
+    assert outcome.status_code == 204, outcome
+    [request] = sent
+    assert str(request.url) == "https://8.8.8.8:8443/in?x=1"
+    assert request.headers["host"] == "hooks.example.org:8443"
+    assert request.extensions["sni_hostname"] == "hooks.example.org"
+    assert request.headers["webhook-id"] == "msg_1"
+
+
+def _tls_receiver(tmp_path, name: str):
+    """An HTTPS server on loopback with a self-signed certificate for `name`: (port, CA file,
+    Host headers it was sent, the server to shut down)."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
+    now = datetime.now(timezone.utc)
+    cert = (x509.CertificateBuilder().subject_name(subject).issuer_name(subject)
+            .public_key(key.public_key()).serial_number(1)
+            .not_valid_before(now - timedelta(days=1)).not_valid_after(now + timedelta(days=1))
+            .add_extension(x509.SubjectAlternativeName([x509.DNSName(name)]), critical=False)
+            .sign(key, hashes.SHA256()))
+    cert_file, key_file = tmp_path / "cert.pem", tmp_path / "key.pem"
+    cert_file.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_file.write_bytes(key.private_bytes(serialization.Encoding.PEM,
+                                           serialization.PrivateFormat.PKCS8,
+                                           serialization.NoEncryption()))
+    hosts = []
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_POST(self):
+            hosts.append(self.headers["host"])
+            self.rfile.read(int(self.headers["content-length"]))
+            self.send_response(204)
+            self.end_headers()
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.HTTPServer(("127.0.0.1", 0), Handler)
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(cert_file, key_file)
+    server.socket = context.wrap_socket(server.socket, server_side=True)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return server.server_address[1], cert_file, hosts, server
+
+
+def test_a_send_to_the_checked_address_still_checks_the_certificate_by_name(tmp_path):
+    """Real TLS on loopback: sent to the address, the certificate is still checked against
+    the URL's host name, so a pinned send cannot be taken by a server without one for it."""
+    port, ca, hosts, server = _tls_receiver(tmp_path, "hooks.test")
+    try:
+        with httpx.Client(verify=ssl.create_default_context(cafile=str(ca))) as http:
+            url, host, extensions = pinned(f"https://hooks.test:{port}/in", "127.0.0.1")
+            assert http.post(url, content=b"{}", headers=host,
+                             extensions=extensions).status_code == 204
+            assert hosts == [f"hooks.test:{port}"]
+            url, host, extensions = pinned(f"https://other.test:{port}/in", "127.0.0.1")
+            with pytest.raises(httpx.ConnectError, match="Hostname mismatch"):
+                http.post(url, content=b"{}", headers=host, extensions=extensions)
+    finally:
+        server.shutdown()
 
 
 # --- subscriptions narrow, never widen ----------------------------------------------------
@@ -578,8 +666,15 @@ async def test_the_outcome_reaches_a_publisher_subscribed_to_other_categories(cl
     assert told["outcome"] == "Strategy discussion today."
 
 
+def unacknowledged_disclosures(session, flag_id: str) -> list[AuditEvent]:
+    session.expire_all()
+    return session.exec(select(AuditEvent).where(
+        AuditEvent.action == "alert.disclose", AuditEvent.outcome == "delivery.unacknowledged",
+        AuditEvent.flag_id == flag_id).order_by(AuditEvent.seq)).all()
+
+
 async def test_silence_is_escalated_once_per_window(client, world, child, worker, session):
-    await publish(client, world)
+    flag = await publish(client, world)
     school = session.exec(select(Delivery).where(Delivery.recipient_id == "SCHOOL-A")).one()
     window = school.acknowledge_by - school.created_at
     session.exec(update(Delivery).where(Delivery.seq == school.seq).values(
@@ -593,6 +688,22 @@ async def test_silence_is_escalated_once_per_window(client, world, child, worker
     assert worker.escalate() >= 1
     assert worker.escalate() == 0  # same window: nothing new
     assert len(alerts("POLICE-A")) == 1 and len(alerts("MASH-A")) == 1
+    # The child's id and the flag's category left the service: one disclosure per recipient,
+    # under the rule whose acknowledgement deadline was missed.
+    told = unacknowledged_disclosures(session, flag["id"])
+    assert sorted(e.recipient for e in told) == ["MASH-A", "POLICE-A"]
+    assert {(e.actor, e.child_id, e.purpose, e.lawful_basis, e.policy_rule) for e in told} == {
+        ("flagshare", child, "child_protection", "6(1)(e) + 9(2)(g) + schedule1-part2-para18",
+         "DAI-SCHOOL")}
+    assert all(school.id in e.reason and "SCHOOL-A not acknowledged by" in e.reason
+               for e in told)
+    r = await client.get(f"/v1/children/{child}/disclosures", params={"limit": 500},
+                         headers=world.auth("auditor"))
+    assert r.status_code == 200, r.text
+    listed = sorted((i["action"], i["disclosed_to"], i["flag_id"], i["category"])
+                    for i in r.json()["items"] if i["outcome"] == "delivery.unacknowledged")
+    assert listed == [("alert.disclose", who, flag["id"], "domestic_abuse_incident")
+                      for who in ("MASH-A", "POLICE-A")]
     # A whole window later, once more.
     session.exec(update(Delivery).where(Delivery.seq == school.seq).values(
         acknowledge_by=utcnow() - window - timedelta(minutes=1),
@@ -600,6 +711,7 @@ async def test_silence_is_escalated_once_per_window(client, world, child, worker
     session.commit()
     worker.escalate()
     assert len(alerts("POLICE-A")) == 2
+    assert len(unacknowledged_disclosures(session, flag["id"])) == 4  # each alert, audited
     # Acknowledged: no more chasing.
     await client.post(f"/v1/deliveries/{school.id}/ack", json={"status": "received"},
                       headers=world.auth("SCHOOL-A"))

@@ -30,7 +30,8 @@ BATCH = 2000
 COLUMNS = tuple(AuditEvent.__table__.columns)
 FIELDS = tuple(c.name for c in COLUMNS)
 CSV_BOM = "\ufeff"  # Excel needs it to read UTF-8
-_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+_FORMULA_START = ("=", "+", "-", "@")  # after any leading whitespace
+_CONTROL_START = ("\t", "\r", "\n")  # a cell starting with these is prefixed whatever follows
 
 
 @dataclass(frozen=True)
@@ -112,11 +113,20 @@ def verify_log(session_factory: Callable[[], Session], keys: dict[str, dict]) ->
     return report
 
 
+def _needs_quote(text: str) -> bool:
+    """Whether a spreadsheet could take the cell as a formula (OWASP's CSV injection list: a
+    leading = + - @, tab, CR or LF; spreadsheets skip leading whitespace, so also = + - @
+    after it), or the cell already starts with ' in front of such text (so the prefix can be
+    undone exactly: drop the ' of any cell whose rest this says yes to)."""
+    text = text.lstrip("'")
+    return text.startswith(_CONTROL_START) or text.lstrip().startswith(_FORMULA_START)
+
+
 def _cell(value) -> str:
-    """Text a spreadsheet shows as text: a leading = + - @ would otherwise run as a formula
-    (free-text reasons and usernames reach this file), so such cells get a leading '."""
+    """Text a spreadsheet shows as text: free-text reasons and usernames (even one tried in a
+    failed sign-in) reach this file, so a cell that could run as a formula gets a leading '."""
     text = "" if value is None else str(value)
-    return "'" + text if text.startswith(_FORMULA_START) else text
+    return "'" + text if _needs_quote(text) else text
 
 
 def csv_chunks(events: Iterator[dict]) -> Iterator[bytes]:

@@ -25,6 +25,7 @@ from sqlmodel import Session, or_, select
 from standardwebhooks.webhooks import Webhook
 
 from api.agencies.models import Agency
+from api.audit import service as audit
 from api.audit.checkpoints import Checkpointer
 from api.auth.keys import KeyRing
 from api.db import utcnow
@@ -33,10 +34,12 @@ from api.forwarding import service
 from api.forwarding.models import Delivery, Subscription
 from api.forwarding.sealing import unseal
 from api.forwarding.service import GONE, REFUSED, error_for_publisher
-from api.forwarding.targets import TargetRefused, check_url
+from api.forwarding.targets import TargetRefused, check_url, pinned
 from api.policy.loader import Policy
 from api.ratelimit import forget_refilled_failures
 from api.settings import Settings
+from api.transfers.notify import LAWFUL_BASIS as ALERT_LAWFUL_BASIS
+from api.transfers.notify import PURPOSE as ALERT_PURPOSE
 from api.transfers.service import sweep_overdue
 
 log = logging.getLogger("flagshare.worker")
@@ -152,9 +155,10 @@ class DeliveryWorker:
 
     def send(self, item: Claimed) -> Outcome:
         try:
-            check_url(item.url, self.settings, resolve=True)
+            address = check_url(item.url, self.settings, resolve=True)
         except TargetRefused as exc:
             return Outcome(None, f"{REFUSED}{exc}")
+        url, host, extensions = pinned(item.url, address)
         now = utcnow()
         signature = Webhook(item.secret).sign(item.delivery_id, now, item.body)
         headers = {
@@ -163,9 +167,11 @@ class DeliveryWorker:
             "webhook-id": item.delivery_id,
             "webhook-timestamp": str(int(now.timestamp())),
             "webhook-signature": signature,
+            **host,
         }
         try:
-            resp = self.http.post(item.url, content=item.body.encode(), headers=headers)
+            resp = self.http.post(url, content=item.body.encode(), headers=headers,
+                                  extensions=extensions)
         except httpx.HTTPError as exc:
             return Outcome(None, f"{type(exc).__name__}: {exc}"[:500])
         return Outcome(resp.status_code, None if resp.is_success else f"HTTP {resp.status_code}",
@@ -281,8 +287,11 @@ def _next_window_starts() -> ColumnElement[float]:
 
 
 def alert_unacknowledged(session: Session, delivery: Delivery, reason: str) -> None:
-    """Tell the publisher and the recipient area's MASH; no flag content travels."""
-    from api.flags.models import Flag
+    """Tell the publisher and the recipient area's MASH; no flag content travels, but the
+    child's id and the flag's category do, so each copy queued is an `alert.disclose` event
+    (in the caller's transaction): chasing the acknowledgement the share rule asked for, under
+    the safeguarding basis transfer and move alerts cite."""
+    from api.flags.models import Disclosure, Flag
 
     flag = session.get(Flag, delivery.flag_id)
     recipient = session.get(Agency, delivery.recipient_id)
@@ -293,14 +302,25 @@ def alert_unacknowledged(session: Session, delivery: Delivery, reason: str) -> N
         "acknowledge_by": rfc3339(delivery.acknowledge_by),
         "delivery_status": delivery.status, "attempts": delivery.attempts, "reason": reason,
     }
+    shared = session.get(Disclosure, delivery.disclosure_id) if delivery.disclosure_id else None
     mash = session.exec(select(Agency.id).where(Agency.kind == "mash",
                                                 Agency.area == recipient.area)).all()
     event = service.new_event()
     for target in dict.fromkeys([flag.publisher_id, *mash]):
-        if target != recipient.id:
-            service.enqueue(session, event=event, event_type="delivery.unacknowledged",
-                            recipient_id=target, data=data, areas=[recipient.area],
-                            flag_id=flag.id)
+        if target == recipient.id:
+            continue
+        queued = service.enqueue(session, event=event, event_type="delivery.unacknowledged",
+                                 recipient_id=target, data=data, areas=[recipient.area],
+                                 flag_id=flag.id)
+        if queued is None:  # its subscriptions leave out the area: nothing was sent
+            continue
+        audit.record(session, actor="flagshare", action="alert.disclose",
+                     outcome="delivery.unacknowledged", child_id=flag.child_id,
+                     flag_id=flag.id, recipient=target, purpose=ALERT_PURPOSE,
+                     lawful_basis=ALERT_LAWFUL_BASIS,
+                     policy_rule=shared.policy_rule if shared else None,
+                     policy_version=shared.policy_version if shared else None,
+                     reason=f"delivery {delivery.id} to {recipient.id} {reason}")
 
 
 def start_in_process(session_factory, settings: Settings,
