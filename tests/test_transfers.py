@@ -314,6 +314,22 @@ async def test_a_transfer_redirected_elsewhere_tells_the_area_that_was_waiting(c
     assert deliveries(session, "CSC-A", "transfer.closed") == []  # it closed it itself
 
 
+@pytest.mark.parametrize("who, to_area, action, outcome", [
+    ("CSC-B", COVENTRY, "transfer.accept", "picked_up"),
+    ("CSC-A", COVENTRY, "transfer.supersede", "superseded"),
+])
+async def test_closing_a_transfer_by_another_is_in_the_log(client, world, session, who, to_area,
+                                                           action, outcome):
+    """Closed by a second transfer, as by hand: who closed it and why is logged."""
+    register_csc(session, "CSC-C", COVENTRY)
+    first = (await create(client, world)).json()
+    again = (await create(client, world, who=who, to_area=to_area)).json()
+    [event] = session.exec(select(AuditEvent).where(AuditEvent.action == action)).all()
+    assert (event.actor, event.outcome, event.child_id) == (who, outcome, first["child_id"])
+    assert event.reason == (f"transferred on by {who}" if outcome == "picked_up"
+                            else f"superseded by transfer {again['id']}")
+
+
 async def test_transfers_are_visible_only_to_the_areas_involved(client, world, session):
     t = (await create(client, world)).json()
     for who in ("CSC-A", "CSC-B", "MASH-B", "mash.a", "mash.b", "auditor"):

@@ -62,15 +62,20 @@ def accept(session: Session, agency: Agency, transfer_id: str) -> Transfer:
         raise ProblemError(403, "Only children's social care of the receiving area picks up "
                            "a transfer.")
     _require_open(transfer)
-    _close(transfer, "picked_up", agency.id, None)
+    _pick_up(session, transfer, agency, None)
+    return transfer
+
+
+def _pick_up(session: Session, transfer: Transfer, agency: Agency, reason: str | None) -> None:
+    """The receiving area has the case: recorded, and its sender told."""
+    _close(transfer, "picked_up", agency.id, reason)
     session.add(transfer)
     audit.record(session, actor=agency.id, actor_agency=agency.id, action="transfer.accept",
                  outcome="picked_up", child_id=transfer.child_id, purpose=PURPOSE,
-                 lawful_basis=LAWFUL_BASIS, policy_rule="TRANSFER")
+                 lawful_basis=LAWFUL_BASIS, policy_rule="TRANSFER", reason=reason)
     notify(session, event_type="transfer.accepted", recipients=[transfer.from_agency_id],
            data=event_data(session, transfer), child_id=transfer.child_id, actor=agency.id,
            areas=[transfer.from_area, transfer.to_area], rule="TRANSFER")
-    return transfer
 
 
 def withdraw(session: Session, agency: Agency, transfer_id: str, body: TransferClose) -> Transfer:
@@ -218,17 +223,16 @@ def _link_previous(session: Session, agency: Agency, transfer: Transfer) -> None
         or_(Transfer.from_area == agency.area, Transfer.to_area == agency.area))
         .order_by(Transfer.created_at.desc()).with_for_update(key_share=True)).first()
     if previous is None:
-        return []
+        return
     transfer.previous_transfer_id = previous.id
     if agency.area == previous.to_area:  # B moves the child on: B had taken the case
-        _close(previous, "picked_up", agency.id, f"transferred on by {agency.id}")
-        session.add(previous)
-        notify(session, event_type="transfer.accepted", recipients=[previous.from_agency_id],
-               data=event_data(session, previous), child_id=previous.child_id,
-               actor=agency.id, areas=[previous.from_area, previous.to_area], rule="TRANSFER")
+        _pick_up(session, previous, agency, f"transferred on by {agency.id}")
         return
-    _close(previous, "superseded", agency.id, f"superseded by transfer {transfer.id}")
+    reason = f"superseded by transfer {transfer.id}"
+    _close(previous, "superseded", agency.id, reason)
     session.add(previous)
+    audit.record(session, actor=agency.id, actor_agency=agency.id, action="transfer.supersede",
+                 outcome="superseded", child_id=previous.child_id, reason=reason)
     _tell_closed(session, previous)
 
 
