@@ -97,6 +97,11 @@ def fill(engine, flags: int) -> int:
                     "INSERT INTO agency (id, name, kind, area, client_secret_hash, disabled, "
                     f"created_at) VALUES (:id, :id, :kind, :area, 'x', false, {sql.now()})"),
                     {"id": f"{prefix}-{a}", "kind": kind, "area": area})
+        # The practitioner who reads (`token`): a person's token works while the account does.
+        conn.execute(text(
+            "INSERT INTO app_user (id, username, password_hash, role, agency_id, disabled, "
+            f"created_at) VALUES ('u-bench', 'mash.bench', 'x', 'mash_practitioner', 'MASH-0', "
+            f"false, {sql.now()})"))
         # Children c<i> live in area i % 10; mothers m<i/3> have three children each.
         conn.execute(text(
             "INSERT INTO person (id, nhs_number, given_name, family_name, birth_date, sex, "

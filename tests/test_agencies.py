@@ -15,6 +15,7 @@ from sqlmodel import Session, func, select
 
 from api.agencies.models import Agency
 from api.audit.models import AuditEvent
+from api.auth.models import User
 from api.auth.passwords import verify_secret
 from api.idempotency.models import IdempotencyRecord
 from api.main import create_app
@@ -474,11 +475,15 @@ async def committing_client(engine, settings):
     """
     app = create_app(settings, session_factory=lambda: Session(engine, expire_on_commit=False))
     app.state.keyring.ensure_signing_key()
+    with Session(engine) as s:  # a person's token works while the account does
+        s.add(User(username="race-admin", role="admin", password_hash="x"))
+        s.commit()
     transport = httpx.ASGITransport(app=app)
     async with httpx.AsyncClient(transport=transport, base_url="http://flagshare.test") as c:
         c.admin = {"Authorization": "Bearer " + app.state.keyring.sign(_admin_claims(settings))}
         yield c
     with Session(engine) as s:
+        s.exec(sa_delete(User).where(User.username == "race-admin"))
         s.exec(sa_delete(IdempotencyRecord).where(IdempotencyRecord.key.like("race-%")))
         s.exec(sa_delete(Agency).where(Agency.id.like("RACE-%")))
         s.commit()

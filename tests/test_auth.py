@@ -12,6 +12,7 @@ import functools
 import hashlib
 import hmac
 import json
+import logging
 import re
 import time
 import uuid
@@ -548,13 +549,14 @@ async def test_only_admin_registers_agencies(client, world, session, who):
 
 
 async def test_role_claim_decides_not_the_subject(client, world):
-    """A token whose subject is named "admin" but whose role is not admin is refused."""
+    """A token whose subject is named "admin" but whose role is not admin gets no admin rights:
+    it names the person `admin`, whose account has another role, so it is not valid at all."""
     r = await client.post("/v1/agencies", json=NEW_AGENCY,
                           headers=world.auth("GP-A", sub="admin"))
-    problem(r, 403)
+    problem(r, 401)
     r = await client.post("/v1/agencies", json=NEW_AGENCY,
                           headers=world.auth("auditor", sub="admin"))
-    problem(r, 403)
+    problem(r, 401)
 
 
 async def test_register_needs_a_token(client, world, session):
@@ -1107,6 +1109,107 @@ async def test_another_issuer_subject_is_named_with_its_issuer(idp_client, idp_k
     assert "sub" in problem(r, 401)["detail"]
 
 
+def _set_account(session, who: str, **changes) -> None:
+    user = session.exec(select(User).where(User.username == who)).one()
+    for name, value in changes.items():
+        setattr(user, name, value)
+    session.add(user)
+    session.commit()
+
+
+async def test_a_disabled_person_tokens_stop_working_at_once(client, world, session):
+    """Disabling a person ends their access at once, as for an agency: the tokens they hold are
+    refused like any token no longer valid, not honoured until they expire."""
+    assert (await client.post("/v1/relationships", json=relationship_body("registered_gp"),
+                              headers=world.auth("GP-A"))).status_code == 201
+    r = await client.post(TOKEN, data={"grant_type": "password", "username": "mash.a",
+                                       "password": PASSWORD})
+    practitioner = bearer(r.json()["access_token"])
+    auditor = world.auth("auditor")
+    child = ("/v1/children", {"nhs_number": NHS[0], "purpose": "mash_triage",
+                              "reason": "Referral", "break_glass": "true"})
+    assert (await client.get("/v1/suspected-moves", headers=practitioner)).status_code == 200
+    assert (await client.get(child[0], params=child[1], headers=practitioner)).status_code == 200
+    assert (await client.get("/v1/audit/events", headers=auditor)).status_code == 200
+
+    for username in ("mash.a", "auditor"):
+        _set_account(session, username, disabled=True)
+    reads = [await client.get("/v1/suspected-moves", headers=practitioner),
+             await client.get(child[0], params=child[1], headers=practitioner),
+             await client.get("/v1/audit/events", headers=auditor)]
+    for r in reads:
+        assert problem(r, 401)["detail"] == "The access token is not valid."
+        assert r.headers["www-authenticate"] == 'Bearer error="invalid_token"'
+    r = await client.post(TOKEN, data={"grant_type": "password", "username": "mash.a",
+                                       "password": PASSWORD})
+    assert r.status_code == 401
+    # others go on working: the refusal is the account's
+    assert (await client.get("/v1/suspected-moves", headers=world.auth("mash.b"))).status_code \
+        == 200
+    _set_account(session, "mash.a", disabled=False)
+    assert (await client.get("/v1/suspected-moves", headers=practitioner)).status_code == 200
+
+
+async def test_a_disabled_agencys_practitioners_lose_access_at_once(client, world, session):
+    """Disabling a MASH ends its practitioners' access as it ends its system's: held tokens
+    are refused, and no new one is issued, until it is enabled again."""
+    r = await client.post(TOKEN, data={"grant_type": "password", "username": "mash.a",
+                                       "password": PASSWORD})
+    practitioner = bearer(r.json()["access_token"])
+    assert (await client.get("/v1/suspected-moves", headers=practitioner)).status_code == 200
+    mash = session.get(Agency, "MASH-A")
+    mash.disabled = True
+    session.add(mash)
+    session.commit()
+    refused = await client.get("/v1/suspected-moves", headers=practitioner)
+    assert problem(refused, 401)["detail"] == "The access token is not valid."
+    again = await client.post(TOKEN, data={"grant_type": "password", "username": "mash.a",
+                                           "password": PASSWORD})
+    assert (again.status_code, again.json()["error"]) == (401, "invalid_grant")
+    mash.disabled = False
+    session.add(mash)
+    session.commit()
+    assert (await client.get("/v1/suspected-moves", headers=practitioner)).status_code == 200
+
+
+@pytest.mark.parametrize("change", [
+    {"role": "auditor", "agency_id": None},  # moved to another job
+    {"agency_id": "MASH-B"},  # moved to another agency: the token's agency and area are old
+    {"username": "mash.a.old"},  # the account is gone (renamed, or removed)
+])
+async def test_a_person_token_stops_working_when_the_account_changes(client, world, session,
+                                                                     change):
+    token = world.auth("mash.a")
+    assert (await client.get("/v1/suspected-moves", headers=token)).status_code == 200
+    _set_account(session, "mash.a", **change)
+    r = await client.get("/v1/suspected-moves", headers=token)
+    assert problem(r, 401)["detail"] == "The access token is not valid."
+    assert "invalid_token" in r.headers["www-authenticate"]
+
+
+@pytest.mark.parametrize("attack,logged", [
+    ("unknown kid", "unknown signing key id 'no-such-kid'"),
+    ("wrong aud", "Invalid audience"),
+    ("expired", "Signature has expired"),
+    ("wrong iss", "issuer 'https://evil.example' is not trusted"),
+    ("alg none", "algorithm 'none' is not accepted"),
+    ("other RSA key with our kid", "Signature verification failed"),
+])
+async def test_why_a_token_is_refused_is_logged_not_returned(client, world, own_key, caplog,
+                                                             attack, logged):
+    """jwt.TokenInvalid's messages are safe to log, not to return: a prober would learn which
+    of its guesses got further. RFC 6750's header still says invalid_token."""
+    token = _attack_tokens(world, *own_key)[attack]()
+    with caplog.at_level(logging.INFO, logger="flagshare.auth"):
+        r = await client.get(PROTECTED, headers=bearer(token))
+    body = problem(r, 401)
+    assert body["detail"] == "The access token is not valid."
+    assert r.headers["www-authenticate"] == 'Bearer error="invalid_token"'
+    assert logged.lower() not in r.text.lower()
+    [why] = [rec.getMessage() for rec in caplog.records if rec.name == "flagshare.auth"]
+    assert why.startswith("access token refused: ") and logged in why
+
+
 async def test_a_disabled_agency_tokens_stop_working_everywhere(client, world, session):
     await client.post("/v1/relationships", json=relationship_body("registered_gp"),
                       headers=world.auth("GP-A"))
@@ -1187,7 +1290,7 @@ async def test_rotation_signs_new_tokens_with_a_new_key_and_old_tokens_still_wor
 
 
 async def test_a_retired_key_is_dropped_once_every_token_it_signed_has_expired(
-        client, app, world, session):
+        client, app, world, session, caplog):
     keyring = app.state.keyring
     # the horizon covers the longest-lived thing the key signs: a console session here
     assert keyring.publication_horizon >= timedelta(
@@ -1205,8 +1308,11 @@ async def test_a_retired_key_is_dropped_once_every_token_it_signed_has_expired(
     _retire_long_ago(session, keyring, old_kid, timedelta(seconds=1))
     jwks = (await client.get("/.well-known/jwks.json")).json()
     assert old_kid not in {k["kid"] for k in jwks["keys"]} and jwks["keys"]
-    body = problem(await client.get(PROTECTED, headers=bearer(before)), 401)
-    assert "unknown signing key" in body["detail"]
+    with caplog.at_level(logging.INFO, logger="flagshare.auth"):
+        body = problem(await client.get(PROTECTED, headers=bearer(before)), 401)
+    # refused for the key, as the log says; the caller is told only that the token is not valid
+    assert any("unknown signing key" in r.getMessage() for r in caplog.records)
+    assert body["detail"] == "The access token is not valid."
     assert (await client.get(PROTECTED, headers=world.auth("GP-A"))).status_code == 200
 
 

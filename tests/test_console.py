@@ -10,10 +10,12 @@ import time
 from types import SimpleNamespace
 from urllib.parse import unquote
 
+import httpx
 import pytest
 from jose import jwt as jose_jwt
 from sqlmodel import select
 
+from api.agencies.models import Agency
 from api.audit.models import AuditEvent
 from api.auth.models import User
 from api.console import session as console_session
@@ -198,6 +200,73 @@ async def test_a_disabled_account_is_signed_out(client, world, session):
     user.disabled = True
     session.add(user)
     session.commit()
+    assert (await client.get("/console/children")).status_code == 303
+
+
+def _replay(client, cookie: str) -> None:
+    """The browser's cookies replaced by a copy of a session cookie taken earlier."""
+    client.cookies.clear()
+    client.cookies.set(console_session.COOKIE, cookie, path="/console")
+
+
+async def test_signing_out_ends_the_session_and_every_copy_of_its_cookie(client, app, world,
+                                                                       session):
+    csrf = await signed_in(client, "mash.a")
+    copied = client.cookies.get(console_session.COOKIE)
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://flagshare.test") as other:
+        await signed_in(other, "mash.a")  # the same person in another browser
+        assert (await client.get("/console/children")).status_code == 200
+        renewed = client.cookies.get(console_session.COOKIE)  # re-signed by that page
+
+        r = await client.post("/console/logout", data={"csrf_token": csrf})
+        assert r.status_code == 303
+        assert r.headers["location"] == "/console/login?signed_out=true"
+        for cookie in (copied, renewed):
+            _replay(client, cookie)
+            r = await client.get("/console/children")
+            assert r.status_code == 303 and r.headers["location"].startswith("/console/login")
+            r = await client.post("/console/children/search",
+                                  data={**SEARCH, "nhs_number": NHS[0], "csrf_token": csrf})
+            assert r.status_code == 303 and r.headers["location"].startswith("/console/login")
+        assert (await other.get("/console/children")).status_code == 303
+    assert events(session, "child.search") == []
+    # signing in again starts a session that works
+    client.cookies.clear()
+    await signed_in(client, "mash.a")
+    assert (await client.get("/console/children")).status_code == 200
+
+
+@pytest.mark.parametrize("change", [{"role": "auditor", "agency_id": None},
+                                    {"agency_id": "MASH-B"}])
+async def test_a_session_ends_when_the_account_changes(client, world, session, change):
+    await signed_in(client, "mash.a")
+    user = session.exec(select(User).where(User.username == "mash.a")).one()
+    for name, value in change.items():
+        setattr(user, name, value)
+    session.add(user)
+    session.commit()
+    r = await client.get("/console/children")
+    assert r.status_code == 303 and r.headers["location"].startswith("/console/login")
+
+
+async def test_a_session_ends_when_the_agency_is_disabled(client, world, session):
+    await signed_in(client, "mash.a")
+    mash = session.get(Agency, "MASH-A")
+    mash.disabled = True
+    session.add(mash)
+    session.commit()
+    r = await client.get("/console/children")
+    assert r.status_code == 303 and r.headers["location"].startswith("/console/login")
+
+
+async def test_a_session_cookie_without_its_generation_is_refused(client, app, world):
+    """Cookies issued before sign-out could end carry no generation: they are refused."""
+    await signed_in(client, "mash.a")
+    claims = jose_jwt.get_unverified_claims(client.cookies.get(console_session.COOKIE))
+    assert claims["gen"] == 0
+    del claims["gen"]
+    _replay(client, app.state.keyring.sign(claims))
     assert (await client.get("/console/children")).status_code == 303
 
 

@@ -18,6 +18,9 @@ class User(SQLModel, table=True):
     agency_id: str | None = Field(default=None, foreign_key="agency.id", max_length=64)
     disabled: bool = False
     created_at: datetime = timestamp_column()
+    # Raised by each sign-out of the web console: a session cookie carrying a lower number is
+    # refused, so a copy of the cookie stops working with the one signed out.
+    console_generation: int = Field(default=0, sa_column_kwargs={"server_default": "0"})
 
 
 class SigningKey(SQLModel, table=True):

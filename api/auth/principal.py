@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, replace
 from typing import Annotated
 
 from fastapi import Depends, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
-from sqlmodel import Session
+from sqlmodel import Session, select
 
 from api.agencies.models import Agency
 from api.auth import jwt
+from api.auth.models import User
 from api.deps import SessionDep
 from api.logs import note_principal
 from api.problems import ProblemError
@@ -19,7 +21,10 @@ from api.problems import ProblemError
 ROLES = ("agency_system", "mash_practitioner", "auditor", "admin")
 AGENCY_ROLES = ("agency_system", "mash_practitioner")  # their scope is their agency's, or area
 MAX_ACTOR = 200  # the audit log's and the records' `actor` columns
+MAX_LOGGED_REASON = 300  # why a token was refused, as logged (it may quote a header's values)
+NOT_VALID = "The access token is not valid."
 _bearer = HTTPBearer(auto_error=False, description="Access token from POST /v1/oauth/token")
+log = logging.getLogger("flagshare.auth")
 
 
 @dataclass(frozen=True)
@@ -68,7 +73,10 @@ async def current_principal(
             raise jwt.TokenInvalid(f"issuer {issuer!r} is not trusted")
         claims = jwt.verify(token, keys, issuer=issuer, audience=settings.audience)
     except jwt.TokenInvalid as exc:
-        raise _unauthorized(f"The access token is not valid: {exc}.") from exc
+        # Why is for the log: the caller learns only that the token is not valid (a prober
+        # would otherwise learn which of its guesses got further).
+        log.info("access token refused: %s", str(exc)[:MAX_LOGGED_REASON])
+        raise _unauthorized(NOT_VALID) from exc
     role = claims.get("role")
     if role not in ROLES:
         raise _unauthorized("The access token carries no recognised role.")
@@ -96,9 +104,46 @@ async def current_principal(
                             + (", its issuer included." if outside else "."))
     note_principal(principal.actor)
     request.app.state.rate_limits.admit_request(principal.scope_key)
-    if agency is not None and (outside or role == "agency_system"):
-        principal = await run_in_threadpool(_registered, session, principal, outside)
+    # This service's own tokens: an agency's (client credentials: its id is the subject) or a
+    # person's (password grant: the username is), whose account is looked up afresh.
+    person = not outside and not (role == "agency_system" and principal.sub == agency)
+    if person or (agency is not None and (outside or role == "agency_system")):
+        principal = await run_in_threadpool(_checked, session, principal, outside, person)
     return principal
+
+
+def _checked(session: Session, principal: Principal, outside: bool, person: bool) -> Principal:
+    """One thread hand-off for the checks a token's claims need against the database."""
+    if person:
+        _person_enabled(session, principal)
+    if principal.agency_id is not None and (outside or principal.role == "agency_system"):
+        return _registered(session, principal, outside)
+    return principal
+
+
+def _person_enabled(session: Session, principal: Principal) -> None:
+    """A person's token stops working as soon as their account or its agency is disabled, the
+    account removed, or its role or agency changed: the token claims what the account was when
+    it was issued.
+
+    One read by the unique username, whose transaction is ended at once if the read began it,
+    as the console's check does: a handler may first do slow work outside any transaction (an
+    admin's new agency secret is hashed so), holding neither a pooled connection nor, on SQLite,
+    the write lock."""
+    fresh = not session.in_transaction()
+    with session.no_autoflush:
+        account = session.exec(select(User.disabled, User.role, User.agency_id,
+                                      Agency.disabled.label("agency_disabled"))
+                               .outerjoin(Agency, Agency.id == User.agency_id)
+                               .where(User.username == principal.sub)).first()
+    if fresh:
+        session.rollback()
+    if account is None or account.disabled or account.agency_disabled:
+        log.info("access token refused: the account is unknown or disabled, or its agency is")
+        raise _unauthorized(NOT_VALID)
+    if (account.role, account.agency_id) != (principal.role, principal.agency_id):
+        log.info("access token refused: the account's role or agency has changed since")
+        raise _unauthorized(NOT_VALID)
 
 
 def _registered(session: Session, principal: Principal, outside: bool) -> Principal:

@@ -76,12 +76,12 @@ def authenticate_person(session: Session, username: str, password_: str, *,
     username = _as_name(username)
     user = session.exec(select(User).where(User.username == username)).first()
     ok = _verify_outside_transaction(session, user.password_hash if user else None, password_)
-    if not ok or user.disabled:
+    agency = session.get(Agency, user.agency_id) if ok and user.agency_id else None
+    if not ok or user.disabled or (agency is not None and agency.disabled):
         audit.record(session, actor=username[:200], action="login", outcome="denied",
-                     reason="unknown user, wrong password or disabled account")
+                     reason="unknown user, wrong password, or a disabled account or agency")
         session.commit()
         raise OAuthError(401, "invalid_grant", "The username or password is wrong.")
-    agency = session.get(Agency, user.agency_id) if user.agency_id else None
     audit.record(session, actor=user.username, actor_agency=user.agency_id, action="login",
                  outcome=outcome)
     session.commit()

@@ -86,7 +86,8 @@ def login(request: Request, session: SessionDep,
 
 
 @router.post("/logout")
-def logout(request: Request, user: SignedInPost):
+def logout(request: Request, user: SignedInPost, session: SessionDep):
+    console_session.end(session, user)  # the cookie is deleted too, but a copy may be kept
     request.state.console_user = None
     response = pages.redirect(request, "/console/login?signed_out=true")
     response.delete_cookie(console_session.COOKIE, path=console_session.PATH)

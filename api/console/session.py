@@ -4,7 +4,9 @@ The cookie holds an RS256 JWS signed with the service's own token key (so every 
 can check it) but for a different audience than API tokens, so it is never accepted as a Bearer
 token, nor an API token as a session. It expires FLAGSHARE_CONSOLE_IDLE_MINUTES after the last
 request and is re-signed on every page, so idling signs a person out; a session never outlives
-MAX_SESSION_HOURS. The account is looked up on every request, so disabling it ends the session.
+MAX_SESSION_HOURS. The account is looked up on every request, so disabling it ends the session,
+and so does signing out: the cookie carries the account's `console_generation`, which signing
+out raises, so a copy of the cookie kept from before is refused too.
 """
 
 
@@ -15,7 +17,8 @@ from dataclasses import dataclass
 from typing import Annotated
 
 from fastapi import Depends, Form, Request
-from sqlmodel import select
+from sqlalchemy import update
+from sqlmodel import Session, select
 
 from api.agencies.models import Agency
 from api.auth import jwt
@@ -50,6 +53,7 @@ class ConsoleUser:
     area: str | None
     csrf: str
     started: int
+    generation: int  # the account's console_generation when the session began
 
     def principal(self, issuer: str) -> Principal:
         return Principal(sub=self.username, role=self.role, agency_id=self.agency_id,
@@ -64,7 +68,7 @@ def start(user: User, agency: Agency | None) -> ConsoleUser:
     """A new session after a successful sign-in, with a fresh CSRF token."""
     return ConsoleUser(username=user.username, role=user.role, agency_id=user.agency_id,
                        area=agency.area if agency else None, csrf=secrets.token_urlsafe(32),
-                       started=int(time.time()))
+                       started=int(time.time()), generation=user.console_generation)
 
 
 def cookie_value(request: Request, user: ConsoleUser) -> str:
@@ -73,7 +77,7 @@ def cookie_value(request: Request, user: ConsoleUser) -> str:
     return request.app.state.keyring.sign({
         "iss": settings.issuer, "aud": audience(request), "sub": user.username,
         "role": user.role, "agency": user.agency_id, "area": user.area, "csrf": user.csrf,
-        "auth_time": user.started, "iat": now, "jti": str(uuid.uuid4()),
+        "auth_time": user.started, "gen": user.generation, "iat": now, "jti": str(uuid.uuid4()),
         "exp": now + settings.console_idle_minutes * 60})
 
 
@@ -95,22 +99,32 @@ def _from_cookie(request: Request) -> ConsoleUser | None:
         claims = jwt.verify(token, keys, issuer=settings.issuer, audience=audience(request))
     except jwt.TokenInvalid:
         return None
-    started = claims.get("auth_time")
+    started, generation = claims.get("auth_time"), claims.get("gen")
     if not isinstance(started, int) or time.time() - started > MAX_SESSION_HOURS * 3600:
         return None
+    if not isinstance(generation, int):  # a cookie from before sessions could be ended
+        return None
     return ConsoleUser(username=claims["sub"], role=claims["role"], agency_id=claims["agency"],
-                       area=claims["area"], csrf=claims["csrf"], started=started)
+                       area=claims["area"], csrf=claims["csrf"], started=started,
+                       generation=generation)
 
 
 def signed_in(request: Request, session: SessionDep) -> ConsoleUser:
-    """The person behind the session cookie, still enabled; otherwise off to sign in."""
+    """The person behind the session cookie, still enabled, with the role and agency the session
+    began with, and not signed out since; otherwise off to sign in."""
     user = _from_cookie(request)
     if user is None:
         raise LoginRequired()
-    account = session.exec(select(User.disabled, User.role)
+    account = session.exec(select(User.disabled, User.role, User.agency_id,
+                                  User.console_generation,
+                                  Agency.disabled.label("agency_disabled"))
+                           .outerjoin(Agency, Agency.id == User.agency_id)
                            .where(User.username == user.username)).first()
     session.rollback()  # end the lookup's transaction: on SQLite each one holds the write lock
-    if account is None or account.disabled or account.role != user.role:
+    if (account is None or account.disabled or account.agency_disabled
+            or account.role != user.role
+            or account.agency_id != user.agency_id
+            or account.console_generation != user.generation):
         raise LoginRequired()
     note_principal(user.username)
     request.app.state.rate_limits.admit_request(f"console|{user.username}")
@@ -119,6 +133,14 @@ def signed_in(request: Request, session: SessionDep) -> ConsoleUser:
 
 
 SignedIn = Annotated[ConsoleUser, Depends(signed_in)]
+
+
+def end(session: Session, user: ConsoleUser) -> None:
+    """Sign out: every session the account holds (this one, and any copy of its cookie) is
+    refused from now on. One atomic update, so two sign-outs at once both count."""
+    session.exec(update(User).where(User.username == user.username)
+                 .values(console_generation=User.console_generation + 1))
+    session.commit()
 
 
 def require_roles(*roles: str):
