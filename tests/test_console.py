@@ -237,24 +237,19 @@ async def test_signing_out_ends_the_session_and_every_copy_of_its_cookie(client,
     assert (await client.get("/console/children")).status_code == 200
 
 
-@pytest.mark.parametrize("change", [{"role": "auditor", "agency_id": None},
-                                    {"agency_id": "MASH-B"}])
-async def test_a_session_ends_when_the_account_changes(client, world, session, change):
+@pytest.mark.parametrize("record, key, change", [
+    (User, "mash.a", {"role": "auditor", "agency_id": None}),
+    (User, "mash.a", {"agency_id": "MASH-B"}),
+    (Agency, "MASH-A", {"disabled": True}),  # the person's agency
+], ids=["role", "agency", "agency-disabled"])
+async def test_a_session_ends_when_the_account_changes(client, world, session, record, key,
+                                                       change):
     await signed_in(client, "mash.a")
-    user = session.exec(select(User).where(User.username == "mash.a")).one()
+    row = (session.exec(select(User).where(User.username == key)).one() if record is User
+           else session.get(record, key))
     for name, value in change.items():
-        setattr(user, name, value)
-    session.add(user)
-    session.commit()
-    r = await client.get("/console/children")
-    assert r.status_code == 303 and r.headers["location"].startswith("/console/login")
-
-
-async def test_a_session_ends_when_the_agency_is_disabled(client, world, session):
-    await signed_in(client, "mash.a")
-    mash = session.get(Agency, "MASH-A")
-    mash.disabled = True
-    session.add(mash)
+        setattr(row, name, value)
+    session.add(row)
     session.commit()
     r = await client.get("/console/children")
     assert r.status_code == 303 and r.headers["location"].startswith("/console/login")
