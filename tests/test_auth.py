@@ -51,6 +51,7 @@ from tests.receiver import Receiver
 
 TOKEN = "/v1/oauth/token"
 PROTECTED = "/v1/agencies"
+CHILD_READ = {"nhs_number": NHS[0], "purpose": "mash_triage", "reason": "Referral"}
 
 
 # --- helpers: hand-made JWTs and an independent verifier -------------------------------------
@@ -1161,8 +1162,9 @@ async def test_a_disabled_agencys_practitioners_lose_access_at_once(client, worl
     mash.disabled = True
     session.add(mash)
     session.commit()
-    refused = await client.get("/v1/suspected-moves", headers=practitioner)
-    assert problem(refused, 401)["detail"] == "The access token is not valid."
+    for refused in (await client.get("/v1/suspected-moves", headers=practitioner),
+                    await client.get("/v1/children", headers=practitioner, params=CHILD_READ)):
+        assert problem(refused, 401)["detail"] == "The access token is not valid."
     again = await client.post(TOKEN, data={"grant_type": "password", "username": "mash.a",
                                            "password": PASSWORD})
     assert (again.status_code, again.json()["error"]) == (401, "invalid_grant")
@@ -1182,9 +1184,11 @@ async def test_a_person_token_stops_working_when_the_account_changes(client, wor
     token = world.auth("mash.a")
     assert (await client.get("/v1/suspected-moves", headers=token)).status_code == 200
     _set_account(session, "mash.a", **change)
-    r = await client.get("/v1/suspected-moves", headers=token)
-    assert problem(r, 401)["detail"] == "The access token is not valid."
-    assert "invalid_token" in r.headers["www-authenticate"]
+    # the child view checks the account in its own one thread hand-off: refused there too
+    for r in (await client.get("/v1/suspected-moves", headers=token),
+              await client.get("/v1/children", headers=token, params=CHILD_READ)):
+        assert problem(r, 401)["detail"] == "The access token is not valid."
+        assert "invalid_token" in r.headers["www-authenticate"]
 
 
 @pytest.mark.parametrize("attack,logged", [
@@ -1222,6 +1226,7 @@ async def test_a_disabled_agency_tokens_stop_working_everywhere(client, world, s
     session.flush()
     for path in (flag, "/v1/transfers", "/v1/subscriptions"):
         problem(await client.get(path, headers=issued), 401)
+    problem(await client.get("/v1/children", headers=issued, params=CHILD_READ), 401)
 
 
 @pytest.mark.parametrize("claims", [

@@ -9,6 +9,7 @@ from typing import Annotated
 from fastapi import Depends, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from sqlalchemy import Row
 from sqlmodel import Session, select
 
 from api.agencies.models import Agency
@@ -35,6 +36,9 @@ class Principal:
     area: str | None
     issuer: str
     outside: bool = False  # vouched for by another identity provider, not by this service
+    # Its token is verified, but what it claims is not yet checked against the database
+    # (`checked`): a route may take it so and check it in its own thread hand-off.
+    unchecked: bool = False
 
     @property
     def scope_key(self) -> str:
@@ -47,16 +51,25 @@ class Principal:
         subject is named with its issuer: its `alice` is not this service's `alice`."""
         return self.scope_key if self.outside else self.sub
 
+    @property
+    def person(self) -> bool:
+        """Issued by this service to a person (password grant: the subject is the username),
+        not to an agency (client credentials: the subject is the agency's id)."""
+        return not self.outside and not (self.role == "agency_system"
+                                         and self.sub == self.agency_id)
+
 
 def _unauthorized(detail: str) -> ProblemError:
     return ProblemError(401, detail, headers={"WWW-Authenticate": 'Bearer error="invalid_token"'})
 
 
-async def current_principal(
+async def claimed_principal(
     request: Request,
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
-    session: SessionDep,
 ) -> Principal:
+    """The caller as its verified token claims: signature, issuer, audience, expiry and the
+    claims' shape, all checked without the database. Routes take `CurrentPrincipal`, unless
+    they call `checked` first thing in their one thread hand-off."""
     if credentials is None or credentials.scheme.lower() != "bearer":
         raise ProblemError(401, "A Bearer access token is required.",
                            headers={"WWW-Authenticate": "Bearer"})
@@ -104,69 +117,103 @@ async def current_principal(
                             + (", its issuer included." if outside else "."))
     note_principal(principal.actor)
     request.app.state.rate_limits.admit_request(principal.scope_key)
-    # This service's own tokens: an agency's (client credentials: its id is the subject) or a
-    # person's (password grant: the username is), whose account is looked up afresh.
-    person = not outside and not (role == "agency_system" and principal.sub == agency)
-    if person or (agency is not None and (outside or role == "agency_system")):
-        principal = await run_in_threadpool(_checked, session, principal, outside, person)
-    return principal
+    return replace(principal, unchecked=principal.person or _names_agency(principal))
 
 
-def _checked(session: Session, principal: Principal, outside: bool, person: bool) -> Principal:
-    """One thread hand-off for the checks a token's claims need against the database."""
-    if person:
-        _person_enabled(session, principal)
-    if principal.agency_id is not None and (outside or principal.role == "agency_system"):
-        return _registered(session, principal, outside)
-    return principal
+ClaimedPrincipal = Annotated[Principal, Depends(claimed_principal)]
 
 
-def _person_enabled(session: Session, principal: Principal) -> None:
-    """A person's token stops working as soon as their account or its agency is disabled, the
-    account removed, or its role or agency changed: the token claims what the account was when
-    it was issued.
+async def current_principal(principal: ClaimedPrincipal, session: SessionDep) -> Principal:
+    """The caller, its claims checked against the database in a thread hand-off of their own."""
+    if not principal.unchecked:
+        return principal
+    return await run_in_threadpool(_checked_apart, session, principal)
 
-    One read by the unique username, whose transaction is ended at once if the read began it,
-    as the console's check does: a handler may first do slow work outside any transaction (an
-    admin's new agency secret is hashed so), holding neither a pooled connection nor, on SQLite,
-    the write lock."""
+
+def _checked_apart(session: Session, principal: Principal) -> Principal:
+    """`checked`, before the route's own work. A person's read ends its transaction if it began
+    it, as the console's does: a handler may first do slow work outside any transaction (an
+    admin's new agency secret is hashed so), holding neither a pooled connection nor, on
+    SQLite, the write lock. An agency's read goes on into its route's transaction (a publish's
+    first statement would otherwise begin another)."""
     fresh = not session.in_transaction()
-    with session.no_autoflush:
-        account = session.exec(select(User.disabled, User.role, User.agency_id,
-                                      Agency.disabled.label("agency_disabled"))
-                               .outerjoin(Agency, Agency.id == User.agency_id)
-                               .where(User.username == principal.sub)).first()
-    if fresh:
+    principal_checked = checked(session, principal)
+    if fresh and principal.person:
         session.rollback()
-    if account is None or account.disabled or account.agency_disabled:
-        log.info("access token refused: the account is unknown or disabled, or its agency is")
-        raise _unauthorized(NOT_VALID)
-    if (account.role, account.agency_id) != (principal.role, principal.agency_id):
-        log.info("access token refused: the account's role or agency has changed since")
-        raise _unauthorized(NOT_VALID)
+    return principal_checked
 
 
-def _registered(session: Session, principal: Principal, outside: bool) -> Principal:
+def checked(session: Session, principal: Principal) -> Principal:
+    """The principal as the database has it now: a person's token stops working as soon as
+    their account or its agency is disabled, the account removed, or its role or agency
+    changed (the token claims what the account was when it was issued); an agency's, as soon
+    as it is disabled; another issuer's `area` claim is never taken on its word. One read."""
+    if not principal.unchecked:
+        return principal
+    if principal.person:
+        refused = account_refusal(account(session, principal.sub), principal.role,
+                                  principal.agency_id)
+        if refused:
+            log.info("access token refused: %s", refused)
+            raise _unauthorized(NOT_VALID)
+        return replace(principal, unchecked=False)
+    return _registered(session, principal)
+
+
+def _names_agency(principal: Principal) -> bool:
+    """An agency's own token, or another issuer's naming the agency its caller works for."""
+    return principal.agency_id is not None and (principal.outside
+                                                or principal.role == "agency_system")
+
+
+def account(session: Session, username: str) -> Row | None:
+    """A person's account as each request of theirs is judged against it (their tokens here,
+    their console session): one read by the unique username. Its agency comes too, into the
+    session, so a route's own `session.get` of it sends nothing."""
+    with session.no_autoflush:
+        return session.exec(select(User.disabled, User.role, User.agency_id,
+                                   User.console_generation, Agency)
+                            .outerjoin(Agency, Agency.id == User.agency_id)
+                            .where(User.username == username)).first()
+
+
+def account_refusal(found: Row | None, role: str, agency_id: str | None) -> str | None:
+    """Why a token or session claiming this role and agency no longer speaks for the account,
+    or None while it does."""
+    if found is None or found.disabled or (found.Agency is not None and found.Agency.disabled):
+        return "the account is unknown or disabled, or its agency is"
+    if (found.role, found.agency_id) != (role, agency_id):
+        return "the account's role or agency has changed since"
+    return None
+
+
+def _registered(session: Session, principal: Principal) -> Principal:
     """The principal as its agency's registration has it: a disabled agency's tokens stop
     working at once, and another issuer's `area` claim is never taken on its word (scope is
     by area), but from the agency it names."""
     agency = session.get(Agency, principal.agency_id)
     if agency is None or agency.disabled:
         raise _unauthorized("The agency named in the token is not registered or is disabled.")
-    if not outside:
-        return principal
+    if not principal.outside:
+        return replace(principal, unchecked=False)
     if principal.area is not None and principal.area != agency.area:
         raise _unauthorized("The token's area is not the area its agency is registered in.")
-    return replace(principal, area=agency.area)
+    return replace(principal, area=agency.area, unchecked=False)
 
 
 CurrentPrincipal = Annotated[Principal, Depends(current_principal)]
 
 
-def require_roles(*roles: str):
-    """Dependency allowing only the given roles (403 for any other authenticated caller)."""
+def require_roles(*roles: str, check_in_route: bool = False):
+    """Dependency allowing only the given roles (403 for any other authenticated caller).
 
-    async def _check(principal: CurrentPrincipal) -> Principal:  # no I/O: no thread hand-off
+    With `check_in_route` the principal comes as claimed (`unchecked`), for a route that does
+    all its work in one thread hand-off: it passes the principal through `checked` first there,
+    saving the hand-off of `current_principal`'s own."""
+    # (a default, not `Annotated`: this module's annotations are strings, and a string naming
+    # a local is not found when FastAPI reads the signature)
+    async def _check(principal: Principal = Depends(  # noqa: B008
+            claimed_principal if check_in_route else current_principal)) -> Principal:
         if principal.role not in roles:
             raise ProblemError(403, f"This needs one of the roles: {', '.join(roles)}; "
                                f"you are {principal.role}.")

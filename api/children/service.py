@@ -55,6 +55,10 @@ class Reader:
     principal: Principal
     agency: Agency | None
 
+    def __post_init__(self) -> None:
+        if self.principal.unchecked:  # a route took it as claimed and forgot `checked`
+            raise RuntimeError("a reader's principal must be checked against the database")
+
     @property
     def practitioner(self) -> bool:
         return self.principal.role == "mash_practitioner"

@@ -18,12 +18,12 @@ from typing import Annotated
 
 from fastapi import Depends, Form, Request
 from sqlalchemy import update
-from sqlmodel import Session, select
+from sqlmodel import Session
 
 from api.agencies.models import Agency
 from api.auth import jwt
 from api.auth.models import User
-from api.auth.principal import Principal
+from api.auth.principal import Principal, account, account_refusal
 from api.deps import SessionDep
 from api.logs import note_principal
 
@@ -115,16 +115,10 @@ def signed_in(request: Request, session: SessionDep) -> ConsoleUser:
     user = _from_cookie(request)
     if user is None:
         raise LoginRequired()
-    account = session.exec(select(User.disabled, User.role, User.agency_id,
-                                  User.console_generation,
-                                  Agency.disabled.label("agency_disabled"))
-                           .outerjoin(Agency, Agency.id == User.agency_id)
-                           .where(User.username == user.username)).first()
+    found = account(session, user.username)
     session.rollback()  # end the lookup's transaction: on SQLite each one holds the write lock
-    if (account is None or account.disabled or account.agency_disabled
-            or account.role != user.role
-            or account.agency_id != user.agency_id
-            or account.console_generation != user.generation):
+    if (account_refusal(found, user.role, user.agency_id)
+            or found.console_generation != user.generation):
         raise LoginRequired()
     note_principal(user.username)
     request.app.state.rate_limits.admit_request(f"console|{user.username}")
