@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Annotated
 
 from fastapi import Depends, Request
@@ -39,6 +39,9 @@ class Principal:
     # Its token is verified, but what it claims is not yet checked against the database
     # (`checked`): a route may take it so and check it in its own thread hand-off.
     unchecked: bool = False
+    # The caller's agency as `checked` read it. Kept here because the session's identity map
+    # holds objects weakly: a route reading it again would send the SELECT again.
+    agency: Agency | None = field(default=None, compare=False, repr=False)
 
     @property
     def scope_key(self) -> str:
@@ -151,12 +154,11 @@ def checked(session: Session, principal: Principal) -> Principal:
     if not principal.unchecked:
         return principal
     if principal.person:
-        refused = account_refusal(account(session, principal.sub), principal.role,
-                                  principal.agency_id)
-        if refused:
+        found = account(session, principal.sub)
+        if refused := account_refusal(found, principal.role, principal.agency_id):
             log.info("access token refused: %s", refused)
             raise _unauthorized(NOT_VALID)
-        return replace(principal, unchecked=False)
+        return replace(principal, unchecked=False, agency=found.Agency)
     return _registered(session, principal)
 
 
@@ -194,11 +196,10 @@ def _registered(session: Session, principal: Principal) -> Principal:
     agency = session.get(Agency, principal.agency_id)
     if agency is None or agency.disabled:
         raise _unauthorized("The agency named in the token is not registered or is disabled.")
-    if not principal.outside:
-        return replace(principal, unchecked=False)
-    if principal.area is not None and principal.area != agency.area:
+    if principal.outside and principal.area is not None and principal.area != agency.area:
         raise _unauthorized("The token's area is not the area its agency is registered in.")
-    return replace(principal, area=agency.area, unchecked=False)
+    return replace(principal, area=agency.area if principal.outside else principal.area,
+                   unchecked=False, agency=agency)
 
 
 CurrentPrincipal = Annotated[Principal, Depends(current_principal)]
@@ -222,12 +223,12 @@ def require_roles(*roles: str, check_in_route: bool = False):
     return _check
 
 
-def calling_agency(
-    principal: Annotated[Principal, Depends(require_roles("agency_system"))], session: SessionDep
+async def calling_agency(
+    principal: Annotated[Principal, Depends(require_roles("agency_system"))],
 ) -> Agency:
-    """The registered, enabled agency behind an agency_system token (`current_principal`
-    has checked it: this read comes from the session's identity map)."""
-    return session.get(Agency, principal.agency_id)
+    """The registered, enabled agency behind an agency_system token, as `current_principal`
+    read it (no I/O here, so no thread hand-off)."""
+    return principal.agency
 
 
 CallingAgency = Annotated[Agency, Depends(calling_agency)]

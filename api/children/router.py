@@ -5,7 +5,7 @@ from fastapi import APIRouter, Depends, Query
 from fastapi.concurrency import run_in_threadpool
 from sqlmodel import Session
 
-from api.auth.principal import Principal, calling_agency, checked, require_roles
+from api.auth.principal import Principal, checked, require_roles
 from api.agencies.models import Agency
 from api.children import service
 from api.children.access import AccessDep
@@ -39,10 +39,12 @@ UncheckedReader = Annotated[Principal, Depends(require_roles(*READERS, check_in_
 
 
 def reader(principal: ReaderPrincipal, session: SessionDep) -> service.Reader:
-    """A practitioner with their MASH agency (when registered), or the calling agency."""
-    if principal.role == "agency_system":
-        return service.Reader(principal, calling_agency(principal, session))
-    agency = session.get(Agency, principal.agency_id) if principal.agency_id else None
+    """A practitioner with their MASH agency (when registered), or the calling agency: as
+    `checked` read it, or read now for a principal that did not come through it (a console
+    session's)."""
+    agency = principal.agency
+    if agency is None and principal.agency_id:
+        agency = session.get(Agency, principal.agency_id)
     return service.Reader(principal, agency)
 
 
