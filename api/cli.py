@@ -159,6 +159,31 @@ def _agencies_add(args, settings: Settings, policy) -> int:
     return 0
 
 
+def _set_disabled(args, settings: Settings, policy) -> int:
+    """`users` or `agencies` `disable`/`enable`: one audited change."""
+    from api.problems import ProblemError
+
+    if args.what == "user":
+        from api.auth.service import set_person_disabled as change
+    else:
+        from api.agencies.service import set_disabled as change
+    with _session(settings) as session:
+        try:
+            change(session, args.name, args.disabled, actor="cli", reason=args.reason)
+        except ProblemError:
+            return _fail(f"no {args.what} {args.name}", 1)
+        session.commit()
+    print(f"{'disabled' if args.disabled else 'enabled'} {args.name}")
+    return 0
+
+
+def _reason(text: str) -> str:
+    """--reason: what the audit log keeps of why (required, not blank)."""
+    if not text.strip() or len(text) > 1000:
+        raise argparse.ArgumentTypeError("give a reason of 1 to 1000 characters")
+    return text
+
+
 def _keys_rotate(args, settings: Settings, policy) -> int:
     """A new token signing key; the old one is published until its tokens have expired."""
     from api.auth.keys import KeyRing, SigningKeyError
@@ -312,6 +337,12 @@ def _parser() -> argparse.ArgumentParser:
     add_user.add_argument("--role", required=True)
     add_user.add_argument("--agency")
     add_user.set_defaults(handler=_users_add)
+    for action, disabled, what in (("disable", True, "refuse a person's tokens and sessions "
+                                    "at once (a leaver)"), ("enable", False, "let them in again")):
+        change = users.add_parser(action, help=what)
+        change.add_argument("name", metavar="USERNAME")
+        change.add_argument("--reason", required=True, type=_reason, help="for the audit log")
+        change.set_defaults(handler=_set_disabled, what="user", disabled=disabled)
 
     agencies = sub.add_parser("agencies", help="agency systems").add_subparsers(
         required=True, metavar="ACTION")
@@ -319,6 +350,13 @@ def _parser() -> argparse.ArgumentParser:
     for name in ("id", "name", "kind", "area"):
         add_agency.add_argument(f"--{name}", required=True)
     add_agency.set_defaults(handler=_agencies_add)
+    for action, disabled, what in (("disable", True, "refuse its tokens and its "
+                                    "practitioners', share nothing more with it"),
+                                   ("enable", False, "let it in again")):
+        change = agencies.add_parser(action, help=what)
+        change.add_argument("name", metavar="ID")
+        change.add_argument("--reason", required=True, type=_reason, help="for the audit log")
+        change.set_defaults(handler=_set_disabled, what="agency", disabled=disabled)
 
     keys = sub.add_parser("keys", help="token signing keys and their passphrase").add_subparsers(
         required=True, metavar="ACTION")

@@ -72,7 +72,7 @@ async def test_admin_registers_an_agency_and_gets_its_secret_once(client, world,
     created = r.json()
     secret = created.pop("client_secret")
     assert created == {"id": "P81001", "name": "Oak Tree Surgery", "kind": "gp",
-                       "area": BIRMINGHAM}
+                       "area": BIRMINGHAM, "disabled": False}
     assert isinstance(secret, str) and len(secret) >= 32
 
     stored = session.get(Agency, "P81001")
@@ -116,6 +116,82 @@ async def test_registration_is_audited(client, world, session):
                          .order_by(AuditEvent.seq.desc())).first()
     assert event is not None
     assert (event.actor, event.recipient, event.outcome) == ("admin", "P81001", "registered")
+
+
+# --- disabling --------------------------------------------------------------------------------
+
+async def change(client, world, agency_id: str, **body) -> httpx.Response:
+    return await client.patch(f"/v1/agencies/{agency_id}", json=body, headers=world.auth("admin"))
+
+
+async def test_an_admin_disables_an_agency_and_enables_it_again(client, world, session):
+    """A system retired or compromised is shut out at once, with its practitioners, and the
+    log says who did it and why; enabled again, its secret and held tokens work as before."""
+    system, practitioner = world.auth("GP-A"), world.auth("mash.a")  # issued before
+    r = await change(client, world, "GP-A", disabled=True, reason="Practice closed: CHG-4411")
+    assert r.status_code == 200 and r.json() == {"id": "GP-A", "name": r.json()["name"],
+                                                 "kind": "gp", "area": BIRMINGHAM,
+                                                 "disabled": True}
+    assert (await client.get("/v1/subscriptions", headers=system)).status_code == 401
+    assert (await get_token(client, "GP-A", SECRET)).status_code == 401
+    shown = await client.get("/v1/agencies/GP-A", headers=world.auth("auditor"))
+    assert shown.json()["disabled"] is True
+    assert (await client.get("/v1/suspected-moves", headers=practitioner)).status_code == 200
+
+    await change(client, world, "MASH-A", disabled=True, reason="MASH merged: CHG-4412")
+    assert (await client.get("/v1/suspected-moves", headers=practitioner)).status_code == 401
+
+    for agency_id in ("GP-A", "MASH-A"):
+        r = await change(client, world, agency_id, disabled=False, reason="Reopened: CHG-4413")
+        assert r.status_code == 200 and r.json()["disabled"] is False
+    assert (await client.get("/v1/subscriptions", headers=system)).status_code == 200
+    assert (await get_token(client, "GP-A", SECRET)).status_code == 200
+    assert (await client.get("/v1/suspected-moves", headers=practitioner)).status_code == 200
+    session.expire_all()
+    logged = session.exec(select(AuditEvent.action, AuditEvent.actor, AuditEvent.recipient,
+                                 AuditEvent.outcome, AuditEvent.reason)
+                          .where(AuditEvent.action.in_(["agency.disable", "agency.enable"]))
+                          .order_by(AuditEvent.seq)).all()
+    assert [tuple(e) for e in logged] == [
+        ("agency.disable", "admin", "GP-A", "disabled", "Practice closed: CHG-4411"),
+        ("agency.disable", "admin", "MASH-A", "disabled", "MASH merged: CHG-4412"),
+        ("agency.enable", "admin", "GP-A", "enabled", "Reopened: CHG-4413"),
+        ("agency.enable", "admin", "MASH-A", "enabled", "Reopened: CHG-4413")]
+
+
+async def test_disabling_twice_is_recorded_as_unchanged(client, world, session):
+    for outcome in ("disabled", "unchanged"):
+        r = await change(client, world, "GP-A", disabled=True, reason="Retired")
+        assert r.status_code == 200 and r.json()["disabled"] is True
+        session.expire_all()
+        last = session.exec(select(AuditEvent).order_by(AuditEvent.seq.desc())).first()
+        assert (last.action, last.outcome) == ("agency.disable", outcome)
+
+
+@pytest.mark.parametrize("who", ["GP-A", "mash.a", "auditor"])
+async def test_only_an_admin_disables_an_agency(client, world, session, who):
+    r = await client.patch("/v1/agencies/GP-A", json={"disabled": True, "reason": "Mine"},
+                           headers=world.auth(who))
+    problem(r, 403)
+    session.expire_all()
+    assert session.get(Agency, "GP-A").disabled is False
+
+
+@pytest.mark.parametrize("payload,fields", [
+    ({"disabled": True}, {"reason"}),
+    ({"disabled": True, "reason": "   "}, {"reason"}),
+    ({"reason": "Retired"}, {"disabled"}),
+    ({"disabled": "maybe", "reason": "Retired"}, {"disabled"}),
+    ({"disabled": True, "reason": "Retired", "name": "Renamed"}, {"name"}),
+])
+async def test_a_bad_change_is_422_naming_the_field(client, world, session, payload, fields):
+    assert field_errors(await change(client, world, "GP-A", **payload)) == fields
+    session.expire_all()
+    assert session.get(Agency, "GP-A").disabled is False
+
+
+async def test_disabling_an_unknown_agency_is_404(client, world):
+    problem(await change(client, world, "NO-SUCH", disabled=True, reason="Retired"), 404)
 
 
 @pytest.mark.parametrize("kind", CONTRACT_KINDS)
@@ -278,7 +354,7 @@ async def test_any_authenticated_caller_may_read(client, world, who):
     r = await client.get("/v1/agencies/CSC-B", headers=world.auth(who))
     assert r.status_code == 200
     assert r.json() == {"id": "CSC-B", "name": "Test childrens_social_care CSC-B",
-                        "kind": "childrens_social_care", "area": SANDWELL}
+                        "kind": "childrens_social_care", "area": SANDWELL, "disabled": False}
 
 
 async def _all_pages(client, world, limit: int, **params) -> list[list[str]]:
@@ -301,7 +377,7 @@ async def test_list_default_page_holds_everything_here(client, world):
     page = r.json()
     assert page["next_cursor"] is None
     assert [a["id"] for a in page["items"]] == sorted(AGENCIES)
-    assert all(set(a) == {"id", "name", "kind", "area"} for a in page["items"])
+    assert all(set(a) == {"id", "name", "kind", "area", "disabled"} for a in page["items"])
 
 
 @pytest.mark.parametrize("limit", [1, 4, 5, 12])

@@ -73,6 +73,9 @@ MATRIX: dict[tuple[str, str], Probe] = {
         body=lambda s: {"id": "NEW-GP", "name": "New GP", "kind": "gp", "area": BIRMINGHAM}),
     ("POST", "/v1/agencies/{agency_id}/secret"): Probe(
         "POLICE-A", fixed("/v1/agencies/POLICE-A/secret"), expect(admin=200)),
+    ("PATCH", "/v1/agencies/{agency_id}"): Probe(
+        "POLICE-A", fixed("/v1/agencies/POLICE-A"), expect(admin=200),
+        body=lambda s: {"disabled": True, "reason": "Authorisation matrix probe"}),
     ("GET", "/v1/agencies"): Probe(
         "POLICE-A", fixed("/v1/agencies?limit=500"), expect(200, 200, 200, 200),
         listed=lambda s: '"POLICE-A"', sees=EVERYONE),

@@ -18,6 +18,7 @@ from sqlmodel import select
 from api.agencies.models import Agency
 from api.audit.models import AuditEvent
 from api.auth.models import User
+from api.auth.service import set_person_disabled
 from api.console import session as console_session
 from api.flags.models import Flag
 from api.forwarding.models import Delivery
@@ -194,13 +195,22 @@ async def test_the_session_cookie_and_api_tokens_are_not_interchangeable(client,
     assert (await client.get("/console/children")).status_code == 303
 
 
-async def test_a_disabled_account_is_signed_out(client, world, session):
+async def test_a_disabled_account_is_signed_out_for_good(client, world, session):
+    """Disabling a person ends their console sessions; enabling them again revives none, so a
+    copy of the cookie on a lost device stays refused."""
     await signed_in(client, "mash.a")
-    user = session.exec(select(User).where(User.username == "mash.a")).one()
-    user.disabled = True
-    session.add(user)
+    kept = client.cookies.get(console_session.COOKIE)
+    set_person_disabled(session, "mash.a", True, actor="cli", reason="Laptop lost")
     session.commit()
     assert (await client.get("/console/children")).status_code == 303
+    set_person_disabled(session, "mash.a", False, actor="cli", reason="New laptop issued")
+    session.commit()
+    _replay(client, kept)
+    r = await client.get("/console/children")
+    assert r.status_code == 303 and r.headers["location"].startswith("/console/login")
+    client.cookies.clear()
+    await signed_in(client, "mash.a")
+    assert (await client.get("/console/children")).status_code == 200
 
 
 def _replay(client, cookie: str) -> None:

@@ -88,6 +88,37 @@ def test_people_log_in_with_a_password(server):
     assert dup.returncode != 0 and "already exists" in dup.stderr
 
 
+def test_a_leaver_and_a_retired_system_are_shut_out_at_once(server):
+    """`users disable` and `agencies disable` refuse tokens still unexpired, at once, on the
+    running server; `enable` lets them back in; each change is in the sharing log with its
+    reason; a name that is not there fails, saying so."""
+    server.add_user("leaver.e2e", "auditor")
+    server.add_agency("E2E-RETIRED", "gp", "E08000025")
+    with httpx.Client(base_url=server.url, timeout=30) as http:
+        person = server.user_token(http, "leaver.e2e")
+        system = server.token(http, "E2E-RETIRED")
+        assert http.get("/v1/audit/events", headers=person).status_code == 200
+        assert http.get("/v1/subscriptions", headers=system).status_code == 200
+        for command in (("users", "disable", "leaver.e2e"),
+                        ("agencies", "disable", "E2E-RETIRED")):
+            out = run_cli(server.env, *command, "--reason", "Left: HR-1029")
+            assert out.returncode == 0 and f"disabled {command[2]}" in out.stdout, out.stderr
+        assert http.get("/v1/audit/events", headers=person).status_code == 401
+        assert http.get("/v1/subscriptions", headers=system).status_code == 401
+        for command in (("users", "enable", "leaver.e2e"), ("agencies", "enable", "E2E-RETIRED")):
+            assert run_cli(server.env, *command, "--reason", "Back: HR-1030").returncode == 0
+        assert http.get("/v1/subscriptions", headers=system).status_code == 200
+        logged = http.get("/v1/audit/events", headers=person,
+                          params={"action": "account.disable"}).json()["items"]
+        assert [(e["actor"], e["outcome"], e["reason"]) for e in logged] == [
+            ("cli", "disabled", "account leaver.e2e: Left: HR-1029")]
+    for command in (("users", "disable", "nobody.e2e"), ("agencies", "disable", "NO-SUCH")):
+        out = run_cli(server.env, *command, "--reason", "Left")
+        assert out.returncode == 1 and command[2] in out.stderr
+    blank = run_cli(server.env, "users", "disable", "leaver.e2e", "--reason", "  ")
+    assert blank.returncode == 2 and "--reason" in blank.stderr
+
+
 def _demo_child_flags(http: httpx.Client) -> list[dict]:
     login = http.post("/v1/oauth/token", data={"grant_type": "password",
                                                "username": "mash.practitioner",

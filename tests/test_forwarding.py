@@ -121,6 +121,25 @@ async def test_backoff_and_retry_after(client, world, child, worker, session):
     assert parse_retry_after("Wed, 21 Oct 2015 07:28:00 GMT", utcnow()) == 0.0
 
 
+async def test_a_disabled_agency_is_sent_nothing_until_enabled_again(client, world, child,
+                                                                     worker, session):
+    """What was queued for an agency before it was disabled (a compromised system) waits,
+    neither sent nor lost, and goes when it is enabled again."""
+    with Receiver() as rx:
+        await subscribe(client, world, "SCHOOL-A", {"mode": "webhook", "url": rx.url})
+        flag = await publish(client, world)
+        disable = {"disabled": True, "reason": "Suspected compromise: INC-77"}
+        assert (await client.patch("/v1/agencies/SCHOOL-A", json=disable,
+                                   headers=world.auth("admin"))).status_code == 200
+        worker.run_once()
+        assert rx.requests == []
+        assert (await client.patch("/v1/agencies/SCHOOL-A", json={**disable, "disabled": False},
+                                   headers=world.auth("admin"))).status_code == 200
+        assert worker.run_once() == 1
+        [sent] = rx.requests
+    assert sent.event["data"]["flag"]["id"] == flag["id"]
+
+
 async def test_gone_disables_the_subscription_and_keeps_the_item(client, world, child, worker,
                                                                  session):
     with Receiver(lambda n: (410, {})) as rx:

@@ -5,7 +5,8 @@ from sqlmodel import select
 
 from api.agencies import service
 from api.agencies.models import Agency
-from api.agencies.schemas import AREA_PATTERN, AgencyCreate, AgencyCreated, AgencyOut
+from api.agencies.schemas import (AREA_PATTERN, AgencyChange, AgencyCreate, AgencyCreated,
+                                  AgencyOut)
 from api.audit import service as audit
 from api.auth.passwords import new_secret
 from api.auth.principal import CurrentPrincipal, Principal, require_roles
@@ -19,7 +20,7 @@ router = APIRouter(prefix="/v1/agencies", tags=["agencies"])
 
 
 def _out(a: Agency) -> AgencyOut:
-    return AgencyOut(id=a.id, name=a.name, kind=a.kind, area=a.area)
+    return AgencyOut(id=a.id, name=a.name, kind=a.kind, area=a.area, disabled=a.disabled)
 
 
 @router.post("", status_code=201, response_model=AgencyCreated,
@@ -65,6 +66,20 @@ def rotate_secret(
     out = _out(agency).model_dump()
     return idem.commit(200, AgencyCreated(**out, client_secret=secret.plain),
                        remember={**out, "client_secret": None})
+
+
+@router.patch("/{agency_id}", response_model=AgencyOut,
+              summary="Disable an agency, or enable it again (admin); audited with the reason")
+def change_agency(
+    agency_id: str,
+    body: AgencyChange,
+    session: SessionDep,
+    principal: Annotated[Principal, Depends(require_roles("admin"))],
+):
+    agency = service.set_disabled(session, agency_id, body.disabled, actor=principal.actor,
+                                  actor_agency=principal.agency_id, reason=body.reason)
+    session.commit()
+    return _out(agency)
 
 
 @router.get("", response_model=Page[AgencyOut], summary="Registered agencies")

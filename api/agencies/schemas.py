@@ -25,6 +25,20 @@ class AgencyOut(BaseModel):
     name: str
     kind: str
     area: str
+    disabled: bool = Field(False, description=(
+        "A disabled agency's tokens, and its practitioners', are refused, and nothing more is "
+        "shared with it, until it is enabled again (PATCH /v1/agencies/{id})"))
+
+
+class AgencyChange(BaseModel):
+    """An administrator disabling an agency (a system retired or compromised, an organisation
+    gone) or enabling it again; the reason goes to the audit log."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    disabled: bool
+    reason: str = Field(min_length=1, max_length=1000, pattern=r"\S",
+                        description="Why, for the audit log, e.g. a change ticket")
 
 
 class AgencyCreated(AgencyOut):

@@ -6,7 +6,9 @@ from sqlmodel import Session
 from api.agencies import areas
 from api.agencies.models import Agency
 from api.agencies.schemas import AgencyCreate
+from api.audit import service as audit
 from api.auth.passwords import NewSecret
+from api.db import get_locked
 from api.policy.loader import Policy
 from api.problems import ProblemError, invalid, not_found, validated
 from api.validation import BodyContext
@@ -59,4 +61,22 @@ def rotate_secret(session: Session, agency_id: str, secret: NewSecret) -> Agency
         raise not_found("agency")
     agency.client_secret_hash = secret.hashed
     session.add(agency)
+    return agency
+
+
+def set_disabled(session: Session, agency_id: str, disabled: bool, *, actor: str,
+                 reason: str, actor_agency: str | None = None) -> Agency:
+    """Disable an agency or enable it again, audited with the reason. Disabled, its tokens and
+    its practitioners' are refused at once and it is left out of every share; what was queued
+    for it stays queued."""
+    agency = None if "\x00" in agency_id else get_locked(session, Agency, agency_id)
+    if agency is None:
+        raise not_found("agency")
+    outcome = ("unchanged" if agency.disabled == disabled
+               else "disabled" if disabled else "enabled")
+    agency.disabled = disabled
+    session.add(agency)
+    audit.record(session, actor=actor, actor_agency=actor_agency,
+                 action="agency.disable" if disabled else "agency.enable", outcome=outcome,
+                 recipient=agency.id, reason=reason)
     return agency

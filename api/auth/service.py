@@ -12,6 +12,7 @@ from api.audit import service as audit
 from api.auth.keys import KeyRing
 from api.auth.models import User
 from api.auth.passwords import verify_secret
+from api.problems import not_found
 from api.settings import Settings
 
 
@@ -93,3 +94,24 @@ def password(session: Session, keyring: KeyRing, settings: Settings,
     user, agency = authenticate_person(session, username, password_)
     return _token(keyring, settings, sub=user.username, role=user.role,
                   agency=user.agency_id, area=agency.area if agency else None)
+
+
+def set_person_disabled(session: Session, username: str, disabled: bool, *, actor: str,
+                        reason: str) -> User:
+    """Disable a person (a leaver, a lost device) or enable them again, audited with the
+    reason. Disabled, their tokens are refused at once and no new one is issued; their console
+    sessions end for good, so enabling the account again revives none of them."""
+    user = session.exec(select(User).where(User.username == username)
+                        .with_for_update(key_share=True)).first()
+    if user is None:
+        raise not_found("user")
+    outcome = "unchanged" if user.disabled == disabled else "disabled" if disabled else "enabled"
+    if disabled and not user.disabled:
+        user.console_generation += 1
+    user.disabled = disabled
+    session.add(user)
+    # The account is named in the reason: the log's `recipient` names agencies (64 characters)
+    audit.record(session, actor=actor, action="account.disable" if disabled
+                 else "account.enable", outcome=outcome,
+                 reason=f"account {user.username}: {reason}")
+    return user

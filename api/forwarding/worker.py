@@ -137,8 +137,11 @@ class DeliveryWorker:
             rows = session.exec(
                 select(Delivery, Subscription)
                 .join(Subscription, Subscription.id == Delivery.subscription_id)
+                # a disabled agency's deliveries wait, queued, until it is enabled again
+                .join(Agency, Agency.id == Delivery.recipient_id)
                 .where(Delivery.status == "queued", Delivery.mode == "webhook",
-                       Subscription.active.is_(True), Delivery.next_attempt_at <= now,
+                       Subscription.active.is_(True), Agency.disabled.is_(False),
+                       Delivery.next_attempt_at <= now,
                        or_(Delivery.lease_until.is_(None), Delivery.lease_until < now))
                 .order_by(Delivery.seq).limit(limit)
                 .with_for_update(skip_locked=True, of=Delivery)
