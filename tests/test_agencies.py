@@ -168,6 +168,20 @@ async def test_disabling_twice_is_recorded_as_unchanged(client, world, session):
         assert (last.action, last.outcome) == ("agency.disable", outcome)
 
 
+async def test_a_change_retried_with_its_key_is_made_and_audited_once(client, world, session):
+    keyed = {**world.auth("admin"), "Idempotency-Key": "disable-gp-a"}
+    change_body = {"disabled": True, "reason": "Practice closed"}
+    first = await client.patch("/v1/agencies/GP-A", json=change_body, headers=keyed)
+    again = await client.patch("/v1/agencies/GP-A", json=change_body, headers=keyed)
+    assert first.status_code == again.status_code == 200
+    assert again.headers["idempotent-replayed"] == "true" and again.json() == first.json()
+    session.expire_all()
+    assert session.exec(select(func.count()).select_from(AuditEvent).where(
+        AuditEvent.action == "agency.disable")).one() == 1
+    problem(await client.patch("/v1/agencies/GP-A", headers=keyed,
+                               json={**change_body, "disabled": False}), 409)
+
+
 @pytest.mark.parametrize("who", ["GP-A", "mash.a", "auditor"])
 async def test_only_an_admin_disables_an_agency(client, world, session, who):
     r = await client.patch("/v1/agencies/GP-A", json={"disabled": True, "reason": "Mine"},

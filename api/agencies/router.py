@@ -74,12 +74,14 @@ def change_agency(
     agency_id: str,
     body: AgencyChange,
     session: SessionDep,
+    idem: IdempotencyDep,
     principal: Annotated[Principal, Depends(require_roles("admin"))],
 ):
+    if replay := idem.replay():  # a retry is answered as the first was, and audited once
+        return replay
     agency = service.set_disabled(session, agency_id, body.disabled, actor=principal.actor,
                                   actor_agency=principal.agency_id, reason=body.reason)
-    session.commit()
-    return _out(agency)
+    return idem.commit(200, _out(agency))
 
 
 @router.get("", response_model=Page[AgencyOut], summary="Registered agencies")
