@@ -113,11 +113,12 @@ def _users_add(args, settings: Settings, policy) -> int:
     from api.agencies.models import Agency
     from api.auth.models import User
     from api.auth.passwords import hash_secret
-    from api.auth.principal import ROLES
+    from api.auth.principal import PERSON_ROLES
 
-    if args.role not in ROLES:
-        return _fail(f"--role must be one of {', '.join(ROLES)}", 1)
-    if args.role in ("mash_practitioner", "agency_system") and not args.agency:
+    if args.role not in PERSON_ROLES:
+        return _fail(f"--role must be one of {', '.join(PERSON_ROLES)} (an agency system "
+                     "signs in with the client secret of `flagshare agencies add`)", 1)
+    if args.role == "mash_practitioner" and not args.agency:
         return _fail(f"--agency is required for {args.role}", 1)
     if len(args.password) < 12:
         return _fail("--password must be at least 12 characters", 1)

@@ -1135,9 +1135,11 @@ async def test_a_disabled_person_tokens_stop_working_at_once(client, world, sess
 
     for username in ("mash.a", "auditor"):
         _set_account(session, username, disabled=True)
+    # the child view checks the account before the role, as every route does: 401, not 403
     reads = [await client.get("/v1/suspected-moves", headers=practitioner),
              await client.get(child[0], params=child[1], headers=practitioner),
-             await client.get("/v1/audit/events", headers=auditor)]
+             await client.get("/v1/audit/events", headers=auditor),
+             await client.get(child[0], params=child[1], headers=auditor)]
     for r in reads:
         assert problem(r, 401)["detail"] == "The access token is not valid."
         assert r.headers["www-authenticate"] == 'Bearer error="invalid_token"'
@@ -1189,6 +1191,24 @@ async def test_a_person_token_stops_working_when_the_account_changes(client, wor
               await client.get("/v1/children", headers=token, params=CHILD_READ)):
         assert problem(r, 401)["detail"] == "The access token is not valid."
         assert "invalid_token" in r.headers["www-authenticate"]
+
+
+async def test_a_person_never_holds_an_agency_systems_role(client, world, session):
+    """An agency system signs in with its client secret. A person account holding
+    `agency_system` (left from before this was refused) gets no token, and a token issued to it
+    earlier is refused: it would pass for the agency, and disabling the person would not
+    stop it."""
+    stored = session.exec(select(User).where(User.username == "mash.a")).one()
+    session.add(User(username="gp.person", role="agency_system", agency_id="GP-A",
+                     password_hash=stored.password_hash))
+    session.commit()
+    r = await client.post(TOKEN, data={"grant_type": "password", "username": "gp.person",
+                                       "password": PASSWORD})
+    assert (r.status_code, r.json()["error"]) == (401, "invalid_grant")
+    earlier = world.auth("GP-A", sub="gp.person")
+    assert problem(await client.get("/v1/subscriptions", headers=earlier), 401)["detail"] \
+        == "The access token is not valid."
+    assert (await client.get("/v1/subscriptions", headers=world.auth("GP-A"))).status_code == 200
 
 
 @pytest.mark.parametrize("attack,logged", [

@@ -117,6 +117,10 @@ def test_a_leaver_and_a_retired_system_are_shut_out_at_once(server):
         assert out.returncode == 1 and command[2] in out.stderr
     blank = run_cli(server.env, "users", "disable", "leaver.e2e", "--reason", "  ")
     assert blank.returncode == 2 and "--reason" in blank.stderr
+    system_person = run_cli(server.env, "users", "add", "--username", "gp.person", "--password",
+                            "correct horse battery", "--role", "agency_system", "--agency",
+                            "E2E-RETIRED")
+    assert system_person.returncode == 1 and "client secret" in system_person.stderr
 
 
 def _demo_child_flags(http: httpx.Client) -> list[dict]:

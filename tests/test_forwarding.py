@@ -741,6 +741,34 @@ async def test_silence_is_escalated_once_per_window(client, world, child, worker
     assert len(alerts("POLICE-A")) == 2
 
 
+async def test_a_disabled_agency_is_neither_alerted_nor_chased(client, world, child, worker,
+                                                               session):
+    """Disabled, an agency is sent no alert, and no disclosure to it is recorded; a delivery
+    held for it is not chased as unacknowledged meanwhile."""
+    flag = await publish(client, world)
+    school = session.exec(select(Delivery).where(Delivery.recipient_id == "SCHOOL-A")).one()
+    window = school.acknowledge_by - school.created_at
+    session.exec(update(Delivery).where(Delivery.seq == school.seq).values(
+        acknowledge_by=utcnow() - timedelta(minutes=1), created_at=utcnow() - window))
+    session.commit()
+    admin = world.auth("admin")
+
+    async def set_disabled(agency_id: str, disabled: bool) -> None:
+        r = await client.patch(f"/v1/agencies/{agency_id}", headers=admin,
+                               json={"disabled": disabled, "reason": "Test"})
+        assert r.status_code == 200, r.text
+
+    await set_disabled("SCHOOL-A", True)
+    assert worker.escalate() == 0
+    await set_disabled("SCHOOL-A", False)
+    await set_disabled("MASH-A", True)
+    assert worker.escalate() == 1
+    alerted = session.exec(select(Delivery.recipient_id).where(
+        Delivery.event_type == "delivery.unacknowledged")).all()
+    assert alerted == ["POLICE-A"]
+    assert [e.recipient for e in unacknowledged_disclosures(session, flag["id"])] == ["POLICE-A"]
+
+
 async def test_updates_reach_everyone_who_received_the_flag(client, world, child, session):
     flag = await publish(client, world)
     r = await client.patch(f"/v1/flags/{flag['id']}", json={"status": "entered_in_error"},

@@ -20,6 +20,9 @@ from api.logs import note_principal
 from api.problems import ProblemError
 
 ROLES = ("agency_system", "mash_practitioner", "auditor", "admin")
+# A person's roles. Agency systems sign in with their client credentials: a person holding
+# `agency_system` would pass for the agency, and disabling the person would not stop them.
+PERSON_ROLES = ("mash_practitioner", "auditor", "admin")
 AGENCY_ROLES = ("agency_system", "mash_practitioner")  # their scope is their agency's, or area
 MAX_ACTOR = 200  # the audit log's and the records' `actor` columns
 MAX_LOGGED_REASON = 300  # why a token was refused, as logged (it may quote a header's values)
@@ -72,7 +75,7 @@ async def claimed_principal(
 ) -> Principal:
     """The caller as its verified token claims: signature, issuer, audience, expiry and the
     claims' shape, all checked without the database. Routes take `CurrentPrincipal`, unless
-    they call `checked` first thing in their one thread hand-off."""
+    they call `checked` (then `check_role`) first thing in their one thread hand-off."""
     if credentials is None or credentials.scheme.lower() != "bearer":
         raise ProblemError(401, "A Bearer access token is required.",
                            headers={"WWW-Authenticate": "Bearer"})
@@ -184,6 +187,8 @@ def account_refusal(found: Row | None, role: str, agency_id: str | None) -> str 
     or None while it does."""
     if found is None or found.disabled or (found.Agency is not None and found.Agency.disabled):
         return "the account is unknown or disabled, or its agency is"
+    if found.role not in PERSON_ROLES:
+        return f"the account holds {found.role}, which is not a person's role"
     if (found.role, found.agency_id) != (role, agency_id):
         return "the account's role or agency has changed since"
     return None
@@ -205,20 +210,19 @@ def _registered(session: Session, principal: Principal) -> Principal:
 CurrentPrincipal = Annotated[Principal, Depends(current_principal)]
 
 
-def require_roles(*roles: str, check_in_route: bool = False):
-    """Dependency allowing only the given roles (403 for any other authenticated caller).
+def check_role(principal: Principal, roles: tuple[str, ...]) -> Principal:
+    """403 for an authenticated caller of any other role."""
+    if principal.role not in roles:
+        raise ProblemError(403, f"This needs one of the roles: {', '.join(roles)}; "
+                           f"you are {principal.role}.")
+    return principal
 
-    With `check_in_route` the principal comes as claimed (`unchecked`), for a route that does
-    all its work in one thread hand-off: it passes the principal through `checked` first there,
-    saving the hand-off of `current_principal`'s own."""
-    # (a default, not `Annotated`: this module's annotations are strings, and a string naming
-    # a local is not found when FastAPI reads the signature)
-    async def _check(principal: Principal = Depends(  # noqa: B008
-            claimed_principal if check_in_route else current_principal)) -> Principal:
-        if principal.role not in roles:
-            raise ProblemError(403, f"This needs one of the roles: {', '.join(roles)}; "
-                               f"you are {principal.role}.")
-        return principal
+
+def require_roles(*roles: str):
+    """Dependency allowing only the given roles (403 for any other authenticated caller)."""
+
+    async def _check(principal: CurrentPrincipal) -> Principal:  # no I/O: no thread hand-off
+        return check_role(principal, roles)
 
     return _check
 

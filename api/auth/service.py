@@ -12,6 +12,7 @@ from api.audit import service as audit
 from api.auth.keys import KeyRing
 from api.auth.models import User
 from api.auth.passwords import verify_secret
+from api.auth.principal import PERSON_ROLES
 from api.problems import not_found
 from api.settings import Settings
 
@@ -78,7 +79,8 @@ def authenticate_person(session: Session, username: str, password_: str, *,
     user = session.exec(select(User).where(User.username == username)).first()
     ok = _verify_outside_transaction(session, user.password_hash if user else None, password_)
     agency = session.get(Agency, user.agency_id) if ok and user.agency_id else None
-    if not ok or user.disabled or (agency is not None and agency.disabled):
+    if not ok or user.disabled or (agency is not None and agency.disabled) \
+            or user.role not in PERSON_ROLES:
         audit.record(session, actor=username[:200], action="login", outcome="denied",
                      reason="unknown user, wrong password, or a disabled account or agency")
         session.commit()
@@ -101,8 +103,8 @@ def set_person_disabled(session: Session, username: str, disabled: bool, *, acto
     """Disable a person (a leaver, a lost device) or enable them again, audited with the
     reason. Disabled, their tokens are refused at once and no new one is issued; their console
     sessions end for good, so enabling the account again revives none of them."""
-    user = session.exec(select(User).where(User.username == username)
-                        .with_for_update(key_share=True)).first()
+    user = None if "\x00" in username else session.exec(
+        select(User).where(User.username == username).with_for_update(key_share=True)).first()
     if user is None:
         raise not_found("user")
     outcome = "unchanged" if user.disabled == disabled else "disabled" if disabled else "enabled"

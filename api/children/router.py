@@ -5,7 +5,8 @@ from fastapi import APIRouter, Depends, Query
 from fastapi.concurrency import run_in_threadpool
 from sqlmodel import Session
 
-from api.auth.principal import Principal, checked, require_roles
+from api.auth.principal import (ClaimedPrincipal, Principal, check_role, checked,
+                                require_roles)
 from api.agencies.models import Agency
 from api.children import service
 from api.children.access import AccessDep
@@ -34,8 +35,6 @@ BreakGlassQ = Annotated[bool, Query(description=(
 
 READERS = ("mash_practitioner", "agency_system")
 ReaderPrincipal = Annotated[Principal, Depends(require_roles(*READERS))]
-# The child view checks the principal in its own one hand-off (`checked`, in `_view`).
-UncheckedReader = Annotated[Principal, Depends(require_roles(*READERS, check_in_route=True))]
 
 
 def reader(principal: ReaderPrincipal, session: SessionDep) -> service.Reader:
@@ -89,7 +88,7 @@ def search_children(
 @router.get("", response_model=ChildView, response_model_exclude_none=True, responses=ERRORS,
             summary="A child's whole record, found by NHS number")
 async def child_by_nhs_number(
-    session: SessionDep, policy: PolicyDep, access: AccessDep, principal: UncheckedReader,
+    session: SessionDep, policy: PolicyDep, access: AccessDep, principal: ClaimedPrincipal,
     clock: ClockDep,
     nhs_number: Annotated[NhsNumberDigits, Query(description="10 digits, Modulus 11")],
     purpose: PurposeQ, reason: ReasonQ, break_glass: BreakGlassQ = False, history: bool = False,
@@ -105,7 +104,7 @@ async def child_by_nhs_number(
                     "transfers, outstanding deliveries, recent accesses")
 async def child_by_id(
     child_id: str, session: SessionDep, policy: PolicyDep, access: AccessDep,
-    principal: UncheckedReader, clock: ClockDep, purpose: PurposeQ, reason: ReasonQ,
+    principal: ClaimedPrincipal, clock: ClockDep, purpose: PurposeQ, reason: ReasonQ,
     break_glass: BreakGlassQ = False,
     history: Annotated[bool, Query(description="Add every earlier version of each flag")] = False,
 ):
@@ -124,6 +123,6 @@ def _view(session: Session, policy: Policy, access: AccessPolicy, principal: Pri
     check, the dependency, the endpoint, and FastAPI's validation of a `def` endpoint's
     response), about 0.15 ms each here, and the check would be a transaction of its own.
     """
-    return service.child_view(session, policy, access, reader(checked(session, principal),
-                                                                session),
-                              stated, history=history, now=now, **find)
+    principal = check_role(checked(session, principal), READERS)  # as for any other route
+    return service.child_view(session, policy, access, reader(principal, session), stated,
+                              history=history, now=now, **find)

@@ -138,8 +138,12 @@ def enqueue(
     nothing is lost for want of set-up; one with subscriptions gets only what they select.
     `subscriptions`: the recipient's from `active_subscriptions`, when the caller sends one
     event to many recipients; otherwise they are read here. The row is inserted at commit,
-    with the log's appends.
+    with the log's appends. A disabled agency is sent nothing new: None, as for one whose
+    subscriptions select other things (the caller records no disclosure).
     """
+    recipient = session.get(Agency, recipient_id)  # in the session already, as a rule
+    if recipient is None or recipient.disabled:
+        return None
     if subscriptions is None:
         subscriptions = active_subscriptions(session, [recipient_id]).get(recipient_id, [])
     route = _route(subscriptions, category, set(areas))

@@ -244,11 +244,13 @@ class DeliveryWorker:
         chased must not fill the batch and hide later ones."""
         now = utcnow()
         with self.session_factory() as session:
-            due = session.exec(select(Delivery).where(
-                Delivery.ack_status.is_(None), Delivery.acknowledge_by <= now,
-                Delivery.status != "dead", Delivery.event_type.in_(service.FLAG_EVENTS),
-                _next_window_starts() <= now.timestamp())
-                .order_by(Delivery.seq).limit(200)).all()
+            # Held while its agency is disabled, a delivery is not chased meanwhile.
+            due = session.exec(select(Delivery).join(Agency, Agency.id == Delivery.recipient_id)
+                               .where(Agency.disabled.is_(False), Delivery.ack_status.is_(None),
+                                      Delivery.acknowledge_by <= now, Delivery.status != "dead",
+                                      Delivery.event_type.in_(service.FLAG_EVENTS),
+                                      _next_window_starts() <= now.timestamp())
+                               .order_by(Delivery.seq).limit(200)).all()
             candidates = [(d.seq, d.escalations_sent, windows_elapsed(d, now)) for d in due]
         sent = 0
         for seq, already, windows in candidates:

@@ -263,9 +263,10 @@ def review_siblings(session: Session, policy: Policy, child_id: str, actor: Acto
                         "publisher_area": publisher.area}
     event = forwarding.new_event()
     for owner, owned in by_owner.values():
-        forwarding.enqueue(session, event=event, event_type="sibling.flagged",
-                           recipient_id=owner.id, data={**data, "plans": owned},
-                           areas=[owner.area])
+        if forwarding.enqueue(session, event=event, event_type="sibling.flagged",
+                              recipient_id=owner.id, data={**data, "plans": owned},
+                              areas=[owner.area]) is None:
+            continue  # nothing was sent, so nothing was disclosed
         audit.record(session, actor=actor.sub, actor_agency=actor.agency_id,
                      action="alert.disclose", outcome="sibling.flagged", child_id=child_id,
                      flag_id=flag[0].id if flag else None, recipient=owner.id,
@@ -300,8 +301,9 @@ def _raise_risk_joined(session: Session, rule: HouseholdRiskRule, link: PersonLi
     }
     basis = rule.lawful_basis.cite()
     for recipient in recipients:
-        forwarding.enqueue(session, event=event, event_type="household.risk_joined",
-                           recipient_id=recipient, data=data, areas=areas)
+        if forwarding.enqueue(session, event=event, event_type="household.risk_joined",
+                              recipient_id=recipient, data=data, areas=areas) is None:
+            continue  # nothing was sent, so nothing was disclosed
         audit.record(session, actor=actor.sub, actor_agency=actor.agency_id,
                      action="alert.disclose", outcome="household.risk_joined",
                      child_id=child.id, recipient=recipient, purpose=rule.purpose,

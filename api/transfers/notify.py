@@ -26,8 +26,9 @@ def notify(session: Session, *, event_type: str, recipients: Iterable[str], data
            child_id: str, actor: str, areas: Iterable[str], rule: str) -> None:
     event = forwarding.new_event()
     for recipient in dict.fromkeys(recipients):
-        forwarding.enqueue(session, event=event, event_type=event_type,
-                           recipient_id=recipient, data=data, areas=areas)
+        if forwarding.enqueue(session, event=event, event_type=event_type,
+                              recipient_id=recipient, data=data, areas=areas) is None:
+            continue  # nothing was sent, so nothing was disclosed
         audit.record(session, actor=actor, action="alert.disclose", outcome=event_type,
                      child_id=child_id, recipient=recipient, purpose=PURPOSE,
                      lawful_basis=LAWFUL_BASIS, policy_rule=rule)
