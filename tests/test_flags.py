@@ -456,6 +456,25 @@ async def test_decision_to_share_further_discloses_and_is_recorded(client, world
     assert count(session, SharingDecision) == 1
 
 
+async def test_nothing_is_shared_further_with_a_disabled_agency(client, world, known_child,
+                                                                session):
+    """A decision to share with a disabled agency is refused, naming the recipient; a decision
+    not to share with it is still recorded."""
+    flag_id = (await publish(client, world)).json()["id"]
+    housing = world.agencies["HOUSING-A"]
+    housing.disabled = True
+    session.add(housing)
+    session.commit()
+    r = await client.post(f"/v1/flags/{flag_id}/decisions", headers=world.auth("mash.a"), json={
+        "decision": "share", "recipient": "HOUSING-A", "reason": "Before rehousing."})
+    assert r.status_code == 422 and [e["field"] for e in r.json()["errors"]] == ["recipient"]
+    assert "disabled" in r.json()["errors"][0]["message"]
+    assert count(session, SharingDecision) == 0
+    r = await client.post(f"/v1/flags/{flag_id}/decisions", headers=world.auth("mash.a"), json={
+        "decision": "not_share", "recipient": "HOUSING-A", "reason": "Not for housing."})
+    assert r.status_code == 201, r.text
+
+
 async def test_only_the_publisher_social_care_and_the_mash_share_a_flag_further(
         client, world, known_child, session):
     """A recipient passing a flag on would let it travel hop by hop where neither its publisher

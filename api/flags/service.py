@@ -290,6 +290,9 @@ def record_decision(session: Session, policy: Policy, principal: Principal, flag
         raise ProblemError(403, "Sharing a flag further is decided by its publisher, children's "
                            "social care or the MASH: ask them, or record a decision not to "
                            "share.")
+    if body.decision == "share" and recipient is not None and recipient.disabled:
+        raise invalid("recipient", f"agency {recipient.id} is disabled: nothing is shared with "
+                      "it until an administrator enables it again")
     version = _version(session, flag)
     decision = SharingDecision(flag_id=flag.id, decision=body.decision,
                                recipient_id=body.recipient, reason=body.reason,

@@ -138,13 +138,17 @@ def enqueue(
     nothing is lost for want of set-up; one with subscriptions gets only what they select.
     `subscriptions`: the recipient's from `active_subscriptions`, when the caller sends one
     event to many recipients; otherwise they are read here. The row is inserted at commit,
-    with the log's appends. A disabled agency is sent nothing new: None, as for one whose
-    subscriptions select other things (the caller records no disclosure).
+    with the log's appends.
+
+    An alert (no `subscriptions` given) to a disabled agency is not queued: None, as for one
+    whose subscriptions select other things, and the caller records no disclosure. A flag's
+    sharing passes `subscriptions`: its recipients were chosen among enabled agencies, and a
+    flag's update to one disabled since must still reach it, so it waits, held by the worker.
     """
-    recipient = session.get(Agency, recipient_id)  # in the session already, as a rule
-    if recipient is None or recipient.disabled:
-        return None
     if subscriptions is None:
+        recipient = session.get(Agency, recipient_id)
+        if recipient is None or recipient.disabled:
+            return None
         subscriptions = active_subscriptions(session, [recipient_id]).get(recipient_id, [])
     route = _route(subscriptions, category, set(areas))
     if route is None:
