@@ -692,13 +692,20 @@ def unacknowledged_disclosures(session, flag_id: str) -> list[AuditEvent]:
         AuditEvent.flag_id == flag_id).order_by(AuditEvent.seq)).all()
 
 
-async def test_silence_is_escalated_once_per_window(client, world, child, worker, session):
-    flag = await publish(client, world)
+def overdue_at_school(session) -> tuple[Delivery, timedelta]:
+    """The school's copy of the flag just published, its acknowledgement a minute overdue;
+    and its acknowledgement window."""
     school = session.exec(select(Delivery).where(Delivery.recipient_id == "SCHOOL-A")).one()
     window = school.acknowledge_by - school.created_at
     session.exec(update(Delivery).where(Delivery.seq == school.seq).values(
         acknowledge_by=utcnow() - timedelta(minutes=1), created_at=utcnow() - window))
     session.commit()
+    return school, window
+
+
+async def test_silence_is_escalated_once_per_window(client, world, child, worker, session):
+    flag = await publish(client, world)
+    school, window = overdue_at_school(session)
 
     def alerts(who):
         return session.exec(select(Delivery).where(
@@ -746,11 +753,7 @@ async def test_a_disabled_agency_is_neither_alerted_nor_chased(client, world, ch
     """Disabled, an agency is sent no alert, and no disclosure to it is recorded; a delivery
     held for it is not chased as unacknowledged meanwhile."""
     flag = await publish(client, world)
-    school = session.exec(select(Delivery).where(Delivery.recipient_id == "SCHOOL-A")).one()
-    window = school.acknowledge_by - school.created_at
-    session.exec(update(Delivery).where(Delivery.seq == school.seq).values(
-        acknowledge_by=utcnow() - timedelta(minutes=1), created_at=utcnow() - window))
-    session.commit()
+    overdue_at_school(session)
     admin = world.auth("admin")
 
     async def set_disabled(agency_id: str, disabled: bool) -> None:
